@@ -7,4 +7,5 @@
 //! assert_eq!(rfc3339_beijing(t), "2018-06-08T18:34:56+08:00");
 //! ```
 
+pub mod error;
 pub mod timefmt;
