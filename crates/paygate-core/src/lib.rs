@@ -8,4 +8,5 @@
 //! ```
 
 pub mod error;
+pub mod money;
 pub mod timefmt;
