@@ -1,1 +1,2 @@
 //! paygate-wxpay
+pub mod crypto;
