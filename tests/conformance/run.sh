@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Conformance suites: real third-party WeChat Pay V3 SDKs drive the paygate simulator.
+#   node/   wechatpay-axios-plugin (npm), Node's built-in test runner
+#   python/ wechatpayv3 (PyPI), pytest
+# Usage: tests/conformance/run.sh            (builds target/debug/paygate with cargo)
+#        PAYGATE_BIN=/path/to/paygate tests/conformance/run.sh
+#        SUITES="node" tests/conformance/run.sh   (only some suites)
+# Works without a terminal and with CI=true. Exits non-zero if any suite fails.
+set -u -o pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+SUITES="${SUITES:-node python}"
+
+log() { printf '\n=== conformance: %s ===\n' "$*"; }
+
+if [ -z "${PAYGATE_BIN:-}" ]; then
+  log "building paygate (cargo build -p paygate)"
+  if ! (cd "$ROOT" && cargo build -p paygate); then
+    echo "conformance: FAILED: cargo build -p paygate" >&2
+    exit 1
+  fi
+  PAYGATE_BIN="$ROOT/target/debug/paygate"
+fi
+PAYGATE_BIN="$(cd "$(dirname "$PAYGATE_BIN")" && pwd)/$(basename "$PAYGATE_BIN")"
+export PAYGATE_BIN
+if [ ! -x "$PAYGATE_BIN" ]; then
+  echo "conformance: FAILED: no executable at PAYGATE_BIN=$PAYGATE_BIN" >&2
+  exit 1
+fi
+
+failed=()
+passed=()
+
+run_node() {
+  log "node: installing wechatpay-axios-plugin (npm ci)"
+  (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm ci failed" >&2; return 1; }
+  log "node: node --test (wechatpay-axios-plugin)"
+  (cd "$HERE/node" && node --test --test-reporter=spec --test-timeout=600000 test/conformance.test.js)
+}
+
+run_python() {
+  local venv="$HERE/python/.venv"
+  log "python: installing wechatpayv3 + pytest into $venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || { echo "python3 -m venv failed" >&2; return 1; }
+  fi
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/python/requirements.txt" \
+    || { echo "pip install failed" >&2; return 1; }
+  log "python: pytest (wechatpayv3)"
+  (cd "$HERE/python" && "$venv/bin/python" -m pytest -p no:cacheprovider -q -rA --color=no test_wechatpayv3.py)
+}
+
+for suite in $SUITES; do
+  case "$suite" in
+    node) if run_node; then passed+=(node); else failed+=(node); fi ;;
+    python) if run_python; then passed+=(python); else failed+=(python); fi ;;
+    *) echo "unknown suite: $suite" >&2; failed+=("$suite") ;;
+  esac
+done
+
+log "summary"
+for s in "${passed[@]}"; do echo "suite passed: $s"; done
+for s in "${failed[@]}"; do echo "suite FAILED: $s"; done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "conformance: FAILED suites: ${failed[*]}" >&2
+  exit 1
+fi
+echo "conformance: all suites passed (${passed[*]})"
