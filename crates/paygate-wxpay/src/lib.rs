@@ -1,2 +1,6 @@
 //! paygate-wxpay
+pub mod certificates;
 pub mod crypto;
+pub mod notify;
+pub mod paysign;
+pub mod sign;
