@@ -1,4 +1,5 @@
 //! paygate-wxpay
+pub mod bill;
 pub mod certificates;
 pub mod crypto;
 pub mod notify;
