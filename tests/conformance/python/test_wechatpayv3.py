@@ -140,6 +140,16 @@ def mch(request, sim, notify):
             '(the SDK had to download /v3/certificates to verify it)')
 
 
+@pytest.fixture(scope='session')
+def bill_day(sim, notify):
+    """One paid order per kit, paid before the single sandbox close-day of today: a day's bill is
+    generated once and then never changes, so orders paid after the close are not in it."""
+    orders = {k: Merchant(sim, notify, k, 'pubkey').paid_order(total=1234) for k in ('direct', 'partner')}
+    date = beijing_date()
+    sim.sandbox('sandbox/v1/bills/close-day', {'bill_date': date})
+    return date, orders
+
+
 def check_ids(t, mch):
     if mch.partner:
         assert t['sp_mchid'] == mch.m['sp_mchid']
@@ -228,10 +238,9 @@ def test_error_shapes(mch):
     assert isinstance(err['message'], str) and err['message']
 
 
-def test_trade_bill_gzip_download_and_hash(mch, sim):
-    t = mch.paid_order(total=1234)
-    bill_date = beijing_date()
-    sim.sandbox('sandbox/v1/bills/close-day', {'bill_date': bill_date})
+def test_trade_bill_gzip_download_and_hash(mch, bill_day):
+    bill_date, orders = bill_day
+    t = orders[mch.kit_name]
     code, text = mch.wx.trade_bill(bill_date=bill_date, tar_type='GZIP', **mch.sub)
     assert code == 200, text
     bill = json.loads(text)
@@ -248,11 +257,9 @@ def test_trade_bill_gzip_download_and_hash(mch, sim):
     assert t['out_trade_no'] in csv and t['transaction_id'] in csv
 
 
-def test_fundflow_bill_gzip_download_and_hash(mch, sim):
+def test_fundflow_bill_gzip_download_and_hash(mch, bill_day):
     # the fund-flow bill is the merchant's (or service provider's) own account: no sub_mchid
-    mch.paid_order(total=99)
-    bill_date = beijing_date()
-    sim.sandbox('sandbox/v1/bills/close-day', {'bill_date': bill_date})
+    bill_date, _ = bill_day
     code, text = mch.wx.fundflow_bill(bill_date=bill_date, account_type='BASIC', tar_type='GZIP')
     assert code == 200, text
     bill = json.loads(text)
