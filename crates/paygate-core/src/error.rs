@@ -358,7 +358,7 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
-/// Decodes a JSON body into `T`; any failure becomes a 400 `PARAM_ERROR` whose detail names the
+/// Decodes a JSON object body into `T`; any failure becomes a 400 `PARAM_ERROR` whose detail names the
 /// JSON pointer of the offending field (from `serde_path_to_error`) and whose issue says what
 /// was wrong, never a panic.
 pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -369,11 +369,16 @@ pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         );
         return Err(ApiError::new(ErrorCode::InvalidRequest, issue));
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::param(
-            "",
-            "request body is empty, a JSON object is required",
-        ));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::param(
+                "",
+                "request body is empty, a JSON object is required",
+            ));
+        }
+        // Every V3 body is an object; serde would otherwise read a struct from an array.
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::param("", "request body must be a JSON object")),
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de)
@@ -580,6 +585,7 @@ mod tests {
             b"{",
             b"{\"amount\":",
             b"nul",
+            b"[{\"total\":1},null]",
             b"{\"amount\":{\"total\":1}}x",
         ] {
             let e = decode_json::<Outer>(body).unwrap_err();

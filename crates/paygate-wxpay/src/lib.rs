@@ -5,3 +5,5 @@ pub mod crypto;
 pub mod notify;
 pub mod paysign;
 pub mod sign;
+pub mod models;
+pub mod rules;
