@@ -8,10 +8,10 @@
 //! ```
 //! use paygate_wxpay::models::payments::{PrepayRequest, TradeType};
 //! use paygate_wxpay::rules::parse_json;
-//! let body = br#"{"appid":"wxd678efh567hg6787","mchid":"1900007291","description":"QQ公仔",
+//! let body = r#"{"appid":"wxd678efh567hg6787","mchid":"1900007291","description":"QQ公仔",
 //!   "out_trade_no":"1217752501201407033233368018","notify_url":"https://example.com/notify",
 //!   "amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}"#;
-//! let req: PrepayRequest = parse_json(body).unwrap();
+//! let req: PrepayRequest = parse_json(body.as_bytes()).unwrap();
 //! req.validate_for(TradeType::Jsapi).unwrap();
 //! assert_eq!(req.amount.total, 100);
 //! ```
