@@ -88,7 +88,7 @@ class Merchant:
         return {'sub_mchid': self.m['sub_mchid']} if self.partner else {}
 
     def pay(self, pay_type, out_trade_no, total=101, **extra):
-        kw = dict(description='paygate conformance', out_trade_no=out_trade_no,
+        kw = dict(description='Image形象店-深圳腾大-QQ公仔', attach='自定义数据 paygate', out_trade_no=out_trade_no,
                   amount={'total': total, 'currency': 'CNY'}, pay_type=pay_type, **extra)
         if pay_type == WeChatPayType.JSAPI:
             kw['payer'] = {'sp_openid': OPENID} if self.partner else {'openid': OPENID}
@@ -180,6 +180,7 @@ def test_query_by_out_trade_no_and_transaction_id(mch):
     t = mch.paid_order(WeChatPayType.JSAPI, total=333)
     check_ids(t, mch)
     assert t['trade_type'] == 'JSAPI'
+    assert t['attach'] == '自定义数据 paygate'
     assert t['amount']['total'] == 333
     assert RFC3339.match(t['success_time'])
     code, text = mch.query(transaction_id=t['transaction_id'])
@@ -293,20 +294,33 @@ def test_payment_callback_decrypted_by_sdk(mch, notify):
     assert res['trade_state'] == 'SUCCESS'
     assert res['amount']['total'] == 555
     assert res['transaction_id'] == t['transaction_id']
+    assert res['attach'] == '自定义数据 paygate'
     check_ids(res, mch)
 
 
 def test_profit_sharing_roundtrip(mch, sim):
-    """receivers add -> order -> query -> amounts -> unfreeze -> receivers delete, via the SDK's calls."""
-    account = ('o' + uuid.uuid4().hex)[:28]
-    code, text = mch.wx.profitsharing_add_receiver('PERSONAL_OPENID', account, 'USER', **mch.sub)
+    """receivers add (one with an encrypted name) -> order -> query -> return -> return query ->
+    amounts -> unfreeze -> receivers delete, all through the SDK's own calls."""
+    openid = ('o' + uuid.uuid4().hex)[:28]
+    other = sim.kits['partner' if mch.kit_name == 'direct' else 'direct']['merchant']['mchid']
+    code, text = mch.wx.profitsharing_add_receiver('PERSONAL_OPENID', openid, 'USER', **mch.sub)
     assert code == 200, text
+    # MERCHANT_ID needs the merchant name, RSA-OAEP encrypted by the SDK with the platform key it
+    # holds (public key, or its newest platform certificate) and named in Wechatpay-Serial
+    code, text = mch.wx.profitsharing_add_receiver('MERCHANT_ID', other, 'PARTNER', name='paygate test merchant', **mch.sub)
+    assert code == 200, text
+    assert json.loads(text)['account'] == other
     # the prepay must allow sharing: settle_info.profit_sharing = true
     t = mch.paid_order(WeChatPayType.NATIVE, total=1000, settle_info={'profit_sharing': True})
     tid = t['transaction_id']
+    code, text = mch.wx.profitsharing_amount_query(tid)
+    assert code == 200, text
+    before = json.loads(text)['unsplit_amount']
     out_order_no = unique_no('pyo')
     code, text = mch.wx.profitsharing_order(
-        tid, out_order_no, [{'type': 'PERSONAL_OPENID', 'account': account, 'amount': 50, 'description': 'py'}],
+        tid, out_order_no,
+        [{'type': 'PERSONAL_OPENID', 'account': openid, 'amount': 50, 'description': 'py user'},
+         {'type': 'MERCHANT_ID', 'account': other, 'amount': 40, 'description': 'py merchant'}],
         False, **mch.sub)
     assert code == 200, text
     assert json.loads(text)['state'] in ('PROCESSING', 'FINISHED')
@@ -320,7 +334,20 @@ def test_profit_sharing_roundtrip(mch, sim):
         time.sleep(0.1)
     code, text = mch.wx.profitsharing_amount_query(tid)
     assert code == 200, text
-    before = json.loads(text)['unsplit_amount']
+    assert json.loads(text)['unsplit_amount'] == before - 90
+    out_return_no = unique_no('pyrt')
+    code, text = mch.wx.profitsharing_return(out_return_no, other, 15, 'py return', out_order_no=out_order_no, **mch.sub)
+    assert code == 200, text
+    assert json.loads(text)['result'] in ('PROCESSING', 'SUCCESS')
+    deadline = time.time() + 20
+    while True:
+        # note: the SDK builds ".../return-orders/{no}?&out_order_no=..." (an empty query pair)
+        code, text = mch.wx.profitsharing_return_query(out_order_no, out_return_no, **mch.sub)
+        assert code == 200, text
+        if json.loads(text)['result'] == 'SUCCESS':
+            break
+        assert time.time() < deadline, text
+        time.sleep(0.1)
     code, text = mch.wx.profitsharing_unfreeze(tid, unique_no('pyu'), 'rest', **mch.sub)
     assert code == 200, text
     deadline = time.time() + 20
@@ -329,11 +356,12 @@ def test_profit_sharing_roundtrip(mch, sim):
         assert code == 200, text
         if json.loads(text)['unsplit_amount'] == 0:
             break
-        assert time.time() < deadline, f'unsplit_amount stays {text} (was {before})'
+        assert time.time() < deadline, f'unsplit_amount stays {text}'
         time.sleep(0.1)
     if mch.partner:
         code, text = mch.wx.profitsharing_config_query(mch.m['sub_mchid'])
         assert code == 200, text
         assert json.loads(text)['sub_mchid'] == mch.m['sub_mchid']
-    code, text = mch.wx.profitsharing_delete_receiver('PERSONAL_OPENID', account, **mch.sub)
-    assert code == 200, text
+    for account_type, account in (('PERSONAL_OPENID', openid), ('MERCHANT_ID', other)):
+        code, text = mch.wx.profitsharing_delete_receiver(account_type, account, **mch.sub)
+        assert code == 200, text

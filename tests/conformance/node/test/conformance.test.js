@@ -176,10 +176,13 @@ class Merchant {
 
   get trx() { return this.partner ? this.wx.v3.pay.partner.transactions : this.wx.v3.pay.transactions; }
 
-  prepayBody(type, { outTradeNo, total = 101, profitSharing, description = 'paygate conformance' }) {
+  prepayBody(type, {
+    outTradeNo, total = 101, profitSharing, description = 'Image形象店-深圳腾大-QQ公仔', attach = '自定义数据 paygate',
+  }) {
     const body = {
       ...this.ids,
       description,
+      attach,
       out_trade_no: outTradeNo,
       notify_url: this.notifyUrl,
       amount: { total, currency: 'CNY' },
@@ -269,6 +272,7 @@ function checkTransaction(t, mch, { outTradeNo, total, type }) {
     assert.equal(t.appid, mch.m.appid, 'appid');
   }
   if (type) assert.equal(t.trade_type, TRADE_TYPE[type], 'trade_type (§4.5)');
+  assert.equal(t.attach, '自定义数据 paygate', 'attach is echoed (§4.1)');
   assert.equal(t.amount.total, total, 'amount.total');
   assert.ok(t.amount.currency === undefined || t.amount.currency === 'CNY', 'amount.currency');
 }
@@ -509,6 +513,44 @@ describe('paygate WeChat Pay v3 simulator driven by wechatpay-axios-plugin', () 
         await sleep(300);
         const deliveries = notify.received.filter((n) => n.path.endsWith(`/${kitName}`) && n.body.includes(env.id));
         assert.equal(deliveries.length, 1, 'an acknowledged notification is not delivered again');
+      });
+
+      it('a notification answered with 500 is delivered again, freshly signed; an acknowledged one is not (§3.4)', async () => {
+        const outTradeNo = uniqueNo('flaky');
+        const body = mch.prepayBody('native', { outTradeNo, total: 404 });
+        body.notify_url = notify.url(`${kitName}/flaky`);
+        await ok('prepay', mch.trx.native.post(body));
+        await mch.payViaSandbox(outTradeNo);
+        const mine = (all) => all.filter((n) => n.path.endsWith(`/${kitName}/flaky`) && (() => {
+          try { return openNotification(n, mch).resource.out_trade_no === outTradeNo; } catch { return false; }
+        })());
+        const [first, second] = await notify.waitFor((all) => {
+          const got = mine(all);
+          return got.length >= 2 ? got : null;
+        }, 15000, `a retried TRANSACTION.SUCCESS for ${outTradeNo} (first answered 500)`);
+        assert.equal(first.answered, 500);
+        assert.equal(second.answered, 204);
+        const a = openNotification(first, mch);
+        const b = openNotification(second, mch);
+        assert.equal(b.env.id, a.env.id, 'a retry carries the same notification id');
+        assert.equal(b.env.event_type, 'TRANSACTION.SUCCESS');
+        assert.equal(b.resource.trade_state, 'SUCCESS');
+        await sleep(300);
+        assert.equal(mine(notify.received).length, 2, 'no delivery after the 204 acknowledgement');
+      });
+
+      it('a request signed with another private key -> 401 SIGN_ERROR (§1.2)', async () => {
+        const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+        const impostor = new Wechatpay({
+          mchid: mch.m.mchid,
+          serial: mch.m.serial_no,
+          privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+          certs: { [mch.expectedSerial]: mch.mode === 'pubkey' ? mch.kit.pubKey : mch.kit.platformCert },
+          baseURL: mch.m.base_url,
+          headers: mch.mode === 'pubkey' ? { 'Wechatpay-Serial': mch.m.platform_public_key_id } : {},
+        });
+        const p = mch.partner ? impostor.v3.pay.partner.transactions.native : impostor.v3.pay.transactions.native;
+        await apiError('prepay signed with a wrong key', p.post(mch.prepayBody('native', { outTradeNo: uniqueNo('badsig') })), 401, 'SIGN_ERROR');
       });
 
       describe('profit sharing (§4.8)', () => {

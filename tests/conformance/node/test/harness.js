@@ -117,6 +117,8 @@ async function startSimulator({ timeScale = 1000, readyTimeoutMs = 60000 } = {})
 async function startNotifyServer() {
   const received = [];
   const waiters = new Set();
+  // paths containing "/flaky" refuse the first delivery of each notification id with a 500
+  const refusedOnce = new Set();
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -124,9 +126,21 @@ async function startNotifyServer() {
       const rec = {
         path: req.url, method: req.method, headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now(),
       };
+      let status = 204;
+      if (req.url.includes('/flaky')) {
+        let id;
+        try { id = JSON.parse(rec.body).id; } catch { id = rec.body; }
+        if (!refusedOnce.has(id)) { refusedOnce.add(id); status = 500; }
+      }
+      rec.answered = status;
       received.push(rec);
-      res.statusCode = 204;
-      res.end();
+      res.statusCode = status;
+      if (status === 500) {
+        res.setHeader('Content-Type', 'application/json');
+        res.end(JSON.stringify({ code: 'FAIL', message: '失败' }));
+      } else {
+        res.end();
+      }
       waiters.forEach((w) => w());
     });
   });
