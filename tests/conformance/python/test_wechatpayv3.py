@@ -365,3 +365,16 @@ def test_profit_sharing_roundtrip(mch, sim):
     for account_type, account in (('PERSONAL_OPENID', openid), ('MERCHANT_ID', other)):
         code, text = mch.wx.profitsharing_delete_receiver(account_type, account, **mch.sub)
         assert code == 200, text
+
+
+@pytest.mark.parametrize('kit_name', ['direct', 'partner'])
+def test_sdk_certificate_download(sim, notify, kit_name):
+    """The SDK's own platform-certificate download (Core._update_certificates: GET /v3/certificates,
+    AES-GCM decrypt with the APIv3 key, drop certificates outside their validity window) finds the
+    kit's platform certificate (§4.9)."""
+    m = Merchant(sim, notify, kit_name, 'pubkey')
+    core = m.wx._core
+    core._update_certificates()
+    serials = [format(c.serial_number, 'X') for c in core._certificates]
+    assert int(m.m['platform_serial_no'], 16) in [c.serial_number for c in core._certificates], \
+        f'downloaded certificate serials {serials}, expected {m.m["platform_serial_no"]}'
