@@ -1,7 +1,9 @@
 //! Time as WeChat Pay writes it: RFC 3339 in Beijing time (`+08:00`), bill times
 //! `YYYY-MM-DD HH:MM:SS`, and business dates cut at 00:00 Beijing time.
 
-use time::{Date, OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description};
+use time::{
+    Date, OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description,
+};
 
 /// Beijing time, the offset every WeChat Pay timestamp and business day uses.
 pub const BEIJING: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
@@ -18,7 +20,9 @@ const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]")
 
 /// `2015-05-20T13:29:35+08:00`: second precision, Beijing offset, as WeChat emits.
 pub fn rfc3339_beijing(t: OffsetDateTime) -> String {
-    t.to_offset(BEIJING).format(RFC3339_SECONDS).unwrap_or_default()
+    t.to_offset(BEIJING)
+        .format(RFC3339_SECONDS)
+        .unwrap_or_default()
 }
 
 /// `2019-02-19 01:52:32` in Beijing time, as bill rows carry it.

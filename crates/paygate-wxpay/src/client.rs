@@ -41,7 +41,12 @@ pub enum ClientError {
     #[error("transport error: {0}")]
     Transport(String),
     #[error("HTTP {status} {code}: {message}")]
-    Api { status: u16, code: String, message: String, body: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        body: String,
+    },
     #[error("response signature rejected: {0}")]
     BadSignature(String),
     #[error("response could not be decoded: {0}")]
@@ -110,15 +115,24 @@ impl WxClient {
     }
 
     /// A client for a kit, in public-key or certificate mode.
-    pub fn from_kit(kit: &MerchantKit, mode: KeyMode, timeout_ms: u64) -> Result<Self, ClientError> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| ClientError::Config(format!("{what}: {e}"));
-        let signing_key =
-            SigningKey::from_pkcs8_pem(&kit.apiclient_key_pem).map_err(|e| bad("apiclient_key.pem", &e))?;
+    pub fn from_kit(
+        kit: &MerchantKit,
+        mode: KeyMode,
+        timeout_ms: u64,
+    ) -> Result<Self, ClientError> {
+        let bad =
+            |what: &str, e: &dyn std::fmt::Display| ClientError::Config(format!("{what}: {e}"));
+        let signing_key = SigningKey::from_pkcs8_pem(&kit.apiclient_key_pem)
+            .map_err(|e| bad("apiclient_key.pem", &e))?;
         let m = &kit.merchant;
         let (platform_keys, wechatpay_serial) = match mode {
             KeyMode::PublicKey => {
-                let key = VerifyingKey::from_spki_pem(&kit.pub_key_pem).map_err(|e| bad("pub_key.pem", &e))?;
-                (vec![(m.platform_public_key_id.clone(), key)], Some(m.platform_public_key_id.clone()))
+                let key = VerifyingKey::from_spki_pem(&kit.pub_key_pem)
+                    .map_err(|e| bad("pub_key.pem", &e))?;
+                (
+                    vec![(m.platform_public_key_id.clone(), key)],
+                    Some(m.platform_public_key_id.clone()),
+                )
             }
             KeyMode::Certificate => {
                 let key = VerifyingKey::from_certificate_pem(&kit.platform_cert_pem)
@@ -148,7 +162,12 @@ impl WxClient {
     /// Sends a signed request; `path_and_query` is the raw request target (`/v3/...?...`),
     /// already percent-encoded, and is signed exactly as sent. Non-2xx → [`ClientError::Api`];
     /// a 2xx whose signature does not verify → [`ClientError::BadSignature`].
-    pub async fn send(&self, method: &str, path_and_query: &str, body: &[u8]) -> Result<WxResponse, ClientError> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<WxResponse, ClientError> {
         let response = self.send_unverified(method, path_and_query, body).await?;
         self.verify(&response)?;
         Ok(response)
@@ -162,7 +181,11 @@ impl WxClient {
         path_and_query: &str,
         body: &[u8],
     ) -> Result<WxResponse, ClientError> {
-        let url = format!("{}{}", self.base_url, path_and_query.trim_start_matches('/'));
+        let url = format!(
+            "{}{}",
+            self.base_url,
+            path_and_query.trim_start_matches('/')
+        );
         let target = request_target(&url)?;
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let auth = sign_request(
@@ -183,9 +206,14 @@ impl WxClient {
             .request(method, &url)
             .header("Authorization", auth.to_header_value())
             .header("Accept", "application/json")
-            .header("User-Agent", concat!("paygate-wxpay/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "User-Agent",
+                concat!("paygate-wxpay/", env!("CARGO_PKG_VERSION")),
+            );
         if !body.is_empty() {
-            req = req.header("Content-Type", "application/json").body(body.to_vec());
+            req = req
+                .header("Content-Type", "application/json")
+                .body(body.to_vec());
         }
         if let Some(serial) = &self.wechatpay_serial {
             req = req.header("Wechatpay-Serial", serial);
@@ -195,10 +223,19 @@ impl WxClient {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp.bytes().await.map_err(transport_error)?.to_vec();
-        let response = WxResponse { status, headers, body };
+        let response = WxResponse {
+            status,
+            headers,
+            body,
+        };
         if !(200..300).contains(&status) {
             return Err(api_error(&response));
         }
@@ -208,22 +245,24 @@ impl WxClient {
     fn verify(&self, response: &WxResponse) -> Result<(), ClientError> {
         let sig = ResponseSignature::from_headers(|name| response.header(name).map(str::to_string))
             .map_err(|e| ClientError::BadSignature(e.to_string()))?;
-        let key = self
-            .platform_keys
-            .get(&sig.serial)
-            .ok_or_else(|| ClientError::BadSignature(format!("unknown Wechatpay-Serial {}", sig.serial)))?;
+        let key = self.platform_keys.get(&sig.serial).ok_or_else(|| {
+            ClientError::BadSignature(format!("unknown Wechatpay-Serial {}", sig.serial))
+        })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let ts: i64 = sig
             .timestamp
             .parse()
             .map_err(|_| ClientError::BadSignature("Wechatpay-Timestamp is not a number".into()))?;
         if (now - ts).abs() > 300 {
-            return Err(ClientError::BadSignature("Wechatpay-Timestamp outside ±5 min".into()));
+            return Err(ClientError::BadSignature(
+                "Wechatpay-Timestamp outside ±5 min".into(),
+            ));
         }
         if response.header("Request-ID").is_none() {
             return Err(ClientError::BadSignature("Request-ID missing".into()));
         }
-        sig.verify(key, &response.body).map_err(|e| ClientError::BadSignature(e.to_string()))
+        sig.verify(key, &response.body)
+            .map_err(|e| ClientError::BadSignature(e.to_string()))
     }
 
     pub async fn post_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
@@ -237,12 +276,19 @@ impl WxClient {
     }
 
     /// POST expecting `204 No Content` (close order), signature still checked.
-    pub async fn post_no_content<Req: Serialize + ?Sized>(&self, path: &str, request: &Req) -> Result<u16, ClientError> {
+    pub async fn post_no_content<Req: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<u16, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(self.send("POST", path, &body).await?.status)
     }
 
-    pub async fn get_json<Resp: DeserializeOwned>(&self, path_and_query: &str) -> Result<Resp, ClientError> {
+    pub async fn get_json<Resp: DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> Result<Resp, ClientError> {
         let response = self.send("GET", path_and_query, b"").await?;
         decode(&response.body)
     }
@@ -251,14 +297,20 @@ impl WxClient {
     pub async fn download(&self, download_url: &str) -> Result<Vec<u8>, ClientError> {
         let target = download_url
             .strip_prefix(self.base_url.trim_end_matches('/'))
-            .ok_or_else(|| ClientError::Config(format!("download_url {download_url} is not on {}", self.base_url)))?;
+            .ok_or_else(|| {
+                ClientError::Config(format!(
+                    "download_url {download_url} is not on {}",
+                    self.base_url
+                ))
+            })?;
         Ok(self.send_unverified("GET", target, b"").await?.body)
     }
 }
 
 /// The raw request target of a URL: path plus `?query`, as it goes on the wire.
 fn request_target(url: &str) -> Result<String, ClientError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| ClientError::Config(format!("bad URL {url}: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| ClientError::Config(format!("bad URL {url}: {e}")))?;
     Ok(match parsed.query() {
         Some(q) => format!("{}?{}", parsed.path(), q),
         None => parsed.path().to_string(),
@@ -266,7 +318,11 @@ fn request_target(url: &str) -> Result<String, ClientError> {
 }
 
 fn transport_error(e: reqwest::Error) -> ClientError {
-    if e.is_timeout() { ClientError::Timeout } else { ClientError::Transport(e.to_string()) }
+    if e.is_timeout() {
+        ClientError::Timeout
+    } else {
+        ClientError::Transport(e.to_string())
+    }
 }
 
 fn api_error(response: &WxResponse) -> ClientError {
@@ -280,7 +336,12 @@ fn api_error(response: &WxResponse) -> ClientError {
             .unwrap_or_default()
             .to_string()
     };
-    ClientError::Api { status: response.status, code: field("code"), message: field("message"), body }
+    ClientError::Api {
+        status: response.status,
+        code: field("code"),
+        message: field("message"),
+        body,
+    }
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {

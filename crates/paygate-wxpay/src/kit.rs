@@ -79,9 +79,15 @@ impl std::fmt::Debug for MerchantKit {
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
     #[error("kit file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("kit file {path} is not valid merchant.json: {source}")]
-    Json { path: String, source: serde_json::Error },
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 impl MerchantKit {
@@ -121,7 +127,10 @@ impl MerchantKit {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> KitError {
-    KitError::Io { path: path.display().to_string(), source }
+    KitError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), KitError> {
@@ -177,7 +186,10 @@ mod tests {
         kit.write_to_dir(&dir).unwrap();
         assert_eq!(MerchantKit::read_from_dir(&dir).unwrap(), kit);
         let json = std::fs::read_to_string(dir.join(MERCHANT_JSON)).unwrap();
-        assert!(!json.contains("sub_mchid"), "direct kits carry no partner fields");
+        assert!(
+            !json.contains("sub_mchid"),
+            "direct kits carry no partner fields"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,9 +1,11 @@
 //! paygate-wxpay
 pub mod bill;
 pub mod certificates;
+pub mod client;
 pub mod crypto;
+pub mod kit;
+pub mod models;
 pub mod notify;
 pub mod paysign;
-pub mod sign;
-pub mod models;
 pub mod rules;
+pub mod sign;

@@ -1,0 +1,436 @@
+//! The simulator's HTTP edge: shared state, the V3 authentication and response-signing
+//! layer, fault injection at the door, and the error shape. Handlers live in `api` and
+//! `sandbox`; they see an authenticated [`Caller`] and return bytes or an [`ApiFail`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use paygate_core::error::{ApiError, ErrorCode};
+use paygate_wxpay::crypto::SignatureScheme;
+use paygate_wxpay::sign::{Authorization, new_nonce, sign_response};
+
+use crate::accounts::Directory;
+use crate::clock::SimClock;
+use crate::faults::{Decision, Faults};
+use crate::notify::Notifier;
+use crate::state::{Delays, Store};
+
+/// Requests larger than this are refused before any parsing.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// §1.2: the timestamp window the official guide tells merchants to stay within.
+pub const TIMESTAMP_WINDOW_S: i64 = 300;
+const NONCES_MAX: usize = 1_000_000;
+
+pub struct AppState {
+    pub directory: RwLock<Directory>,
+    pub store: Mutex<Store>,
+    pub clock: Arc<SimClock>,
+    pub faults: RwLock<HashMap<String, Faults>>,
+    pub notifier: Arc<Notifier>,
+    pub bills: Mutex<crate::bills::BillCache>,
+    pub nonces: Mutex<NonceCache>,
+    pub base_url: String,
+    pub kit_dir: PathBuf,
+    pub delays: Delays,
+    /// The platform key each account last asked for, which its notifications are signed with.
+    pub notify_serials: RwLock<HashMap<String, String>>,
+}
+
+impl AppState {
+    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn faults_for(&self, mchid: &str) -> Faults {
+        let faults = self.faults.read().unwrap_or_else(|p| p.into_inner());
+        faults.get(mchid).cloned().unwrap_or_default()
+    }
+
+    pub fn notify_serial(&self, mchid: &str) -> Option<String> {
+        self.notify_serials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mchid)
+            .cloned()
+    }
+
+    fn remember_serial(&self, caller: &Caller) {
+        let Some(serial) = &caller.wechatpay_serial else {
+            return;
+        };
+        let known = {
+            let p = &self.directory().platform;
+            serial == &p.pub_key_id || serial == &p.cert_serial || serial == &p.sm2_key_id
+        };
+        if known && self.notify_serial(&caller.mchid).as_ref() != Some(serial) {
+            let mut serials = self
+                .notify_serials
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            serials.insert(caller.mchid.clone(), serial.clone());
+        }
+    }
+
+    pub fn scaled(&self, d: Duration) -> time::Duration {
+        time::Duration::try_from(self.clock.scaled(d)).unwrap_or(time::Duration::ZERO)
+    }
+}
+
+/// Nonces seen within the timestamp window, so a replayed request is refused.
+#[derive(Default)]
+pub struct NonceCache {
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(i64, String, String)>,
+}
+
+impl NonceCache {
+    /// Records the nonce; false if it was already seen within the window.
+    pub fn check_and_insert(&mut self, mchid: &str, nonce: &str, now: i64) -> bool {
+        while let Some((ts, _, _)) = self.order.front() {
+            if now - *ts <= TIMESTAMP_WINDOW_S * 2 && self.order.len() < NONCES_MAX {
+                break;
+            }
+            if let Some((_, m, n)) = self.order.pop_front() {
+                self.seen.remove(&(m, n));
+            }
+        }
+        let key = (mchid.to_string(), nonce.to_string());
+        if self.seen.contains(&key) {
+            return false;
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back((now, key.0, key.1));
+        true
+    }
+}
+
+/// The authenticated signer of a V3 request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub mchid: String,
+    pub scheme: SignatureScheme,
+    /// The `Wechatpay-Serial` the client sent: which platform key it wants.
+    pub wechatpay_serial: Option<String>,
+}
+
+/// Marks a response that goes out unsigned (bill files).
+#[derive(Clone, Copy)]
+pub struct Unsigned;
+
+/// An error answer in the V3 shape.
+#[derive(Debug)]
+pub struct ApiFail(pub ApiError);
+
+impl From<ApiError> for ApiFail {
+    fn from(e: ApiError) -> Self {
+        ApiFail(e)
+    }
+}
+
+impl IntoResponse for ApiFail {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, self.0.to_body())
+    }
+}
+
+pub type ApiResult = Result<Response, ApiFail>;
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// 200 with the compact JSON of `value`.
+pub fn ok_json<T: serde::Serialize>(value: &T) -> ApiResult {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| ApiFail(ApiError::new(ErrorCode::SystemError, e.to_string())))?;
+    Ok(json_response(StatusCode::OK, body))
+}
+
+pub fn no_content() -> ApiResult {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// `Request-ID` in WeChat's shape: hex, a dash, an internal code.
+pub fn request_id() -> String {
+    format!(
+        "{:016X}{:016X}{:08X}-0",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}
+
+fn sign_error(message: &str) -> ApiFail {
+    ApiFail(ApiError::new(ErrorCode::SignError, message))
+}
+
+/// The operation a path belongs to, for fault filters.
+fn operation(method: &axum::http::Method, path: &str) -> &'static str {
+    if path.starts_with("/v3/refund") {
+        "refund"
+    } else if path.starts_with("/v3/profitsharing") {
+        "profitsharing"
+    } else if path.starts_with("/v3/bill") {
+        "bill"
+    } else if path.starts_with("/v3/certificates") {
+        "certificates"
+    } else if path.ends_with("/close") {
+        "close"
+    } else if method == axum::http::Method::GET {
+        "query"
+    } else {
+        "prepay"
+    }
+}
+
+/// Authenticates the request over its raw bytes, applies faults, runs the handler and
+/// signs whatever it answers (204 included).
+async fn v3_layer(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let request_id = request_id();
+    let (parts, body) = req.into_parts();
+    let outcome = async {
+        let body = axum::body::to_bytes(body, BODY_BYTES_MAX)
+            .await
+            .map_err(|_| {
+                ApiFail(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("请求体超过 {BODY_BYTES_MAX} 字节"),
+                ))
+            })?;
+        let caller = authenticate(&app, &parts.method, &parts.uri, &parts.headers, &body)?;
+        app.remember_serial(&caller);
+        let op = operation(&parts.method, parts.uri.path());
+        let decision = app.faults_for(&caller.mchid).decide(op);
+        let mut req = Request::from_parts(parts, Body::from(body));
+        req.extensions_mut().insert(caller.clone());
+        match decision {
+            Decision::Proceed { delay_ms } => {
+                sleep_ms(delay_ms).await;
+                Ok((caller, next.run(req).await))
+            }
+            Decision::Error { code, delay_ms } => {
+                sleep_ms(delay_ms).await;
+                let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::SystemError);
+                Err(ApiFail(ApiError::of(code)))
+            }
+            Decision::Timeout { hold_ms } => {
+                // The work is done, the answer is not: the caller cannot tell which.
+                let _ = next.run(req).await;
+                sleep_ms(hold_ms).await;
+                Err(ApiFail(ApiError::new(ErrorCode::SystemError, "系统超时")))
+            }
+        }
+    }
+    .await;
+    let (caller, response) = match outcome {
+        Ok((caller, response)) => (Some(caller), response),
+        Err(fail) => (None, fail.into_response()),
+    };
+    finish(&app, caller.as_ref(), response, request_id).await
+}
+
+async fn sleep_ms(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+fn authenticate(
+    app: &AppState,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Caller, ApiFail> {
+    let auth_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            sign_error("Http头缺少Authorization或格式错误，请参考《微信支付商户REST API签名规则》")
+        })?;
+    let auth = Authorization::parse(auth_header).map_err(|e| {
+        sign_error(&format!(
+            "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》: {e}"
+        ))
+    })?;
+    let ts = auth
+        .timestamp_secs()
+        .map_err(|_| sign_error("Authorization 中 timestamp 应为秒级 Unix 时间戳"))?;
+    let now = app.clock.real_unix();
+    if (now - ts).abs() > TIMESTAMP_WINDOW_S {
+        return Err(sign_error("请求时间戳与当前时间相差超过5分钟"));
+    }
+    let directory = app.directory();
+    if directory.account(&auth.mchid).is_none() {
+        return Err(ApiFail(ApiError::new(
+            ErrorCode::MchNotExists,
+            "商户号不存在",
+        )));
+    }
+    let key = directory
+        .api_keys
+        .get(&(auth.mchid.clone(), auth.serial_no.clone()))
+        .ok_or_else(|| sign_error("商户证书序列号有误，请确认商户证书序列号与商户号匹配"))?;
+    // Verified over the raw request target and body bytes, never a re-encoding.
+    let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    auth.verify(key, method.as_str(), target, body)
+        .map_err(|_| sign_error("签名错误，请检查后再试"))?;
+    drop(directory);
+    let fresh = app
+        .nonces
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_and_insert(&auth.mchid, &auth.nonce_str, now);
+    if !fresh {
+        return Err(sign_error("重复的请求：nonce_str 已使用"));
+    }
+    let wechatpay_serial = headers
+        .get("Wechatpay-Serial")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    Ok(Caller {
+        mchid: auth.mchid,
+        scheme: auth.scheme,
+        wechatpay_serial,
+    })
+}
+
+/// Adds `Request-ID` and, unless marked [`Unsigned`], the five `Wechatpay-*` headers over the
+/// exact bytes sent.
+async fn finish(
+    app: &AppState,
+    caller: Option<&Caller>,
+    response: Response,
+    request_id: String,
+) -> Response {
+    let unsigned = response.extensions().get::<Unsigned>().is_some();
+    let (mut parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        parts.headers.insert("Request-ID", v);
+    }
+    if !unsigned {
+        let directory = app.directory();
+        let (key, serial) = directory.platform.response_key(
+            caller.and_then(|c| c.wechatpay_serial.as_deref()),
+            caller.map_or(SignatureScheme::Rsa2048Sha256, |c| c.scheme),
+        );
+        if let Ok(sig) = sign_response(key, serial, &body, app.clock.real_unix(), &new_nonce()) {
+            for (name, value) in sig.headers() {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    parts.headers.insert(name, v);
+                }
+            }
+        }
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, Body::from(body))
+}
+
+async fn not_found() -> ApiFail {
+    ApiFail(
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "请求的资源不存在：请检查 URL 与 HTTP 方法",
+        )
+        .with_status(404),
+    )
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    let v3 = crate::api::routes()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), v3_layer));
+    Router::new()
+        .merge(v3)
+        .nest("/sandbox/v1", crate::sandbox::routes())
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// Serves until the listener fails; the ticker settles refunds and shares on time.
+pub async fn serve(app: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let ticker = Arc::clone(&app);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            interval.tick().await;
+            crate::api::settle_due(&ticker);
+        }
+    });
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_nonces_are_refused_within_the_window() {
+        let mut cache = NonceCache::default();
+        assert!(cache.check_and_insert("1900", "n1", 1000));
+        assert!(!cache.check_and_insert("1900", "n1", 1001));
+        assert!(
+            cache.check_and_insert("1901", "n1", 1001),
+            "nonces are per merchant"
+        );
+        assert!(
+            cache.check_and_insert("1900", "n1", 1000 + 2 * TIMESTAMP_WINDOW_S + 1),
+            "expired"
+        );
+    }
+
+    #[test]
+    fn operations_follow_paths() {
+        use axum::http::Method;
+        assert_eq!(
+            operation(&Method::POST, "/v3/pay/transactions/native"),
+            "prepay"
+        );
+        assert_eq!(
+            operation(&Method::GET, "/v3/pay/transactions/id/1"),
+            "query"
+        );
+        assert_eq!(
+            operation(&Method::POST, "/v3/pay/transactions/out-trade-no/x/close"),
+            "close"
+        );
+        assert_eq!(
+            operation(&Method::POST, "/v3/refund/domestic/refunds"),
+            "refund"
+        );
+    }
+}
