@@ -9,10 +9,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::routing::{get, post};
-use paygate_core::error::{ApiError, ErrorCode, decode_value};
+use paygate_core::error::{ApiError, ErrorCode};
 use paygate_core::timefmt::rfc3339_beijing;
 use paygate_wxpay::certificates::build_certificates_response;
 use paygate_wxpay::crypto::aead::AeadAlgorithm;
+use paygate_wxpay::models::bills::parse_query_validated;
 use paygate_wxpay::models::payments::{
     CloseRequest, CodeUrlResponse, H5UrlResponse, PartnerCloseRequest, PartnerPrepayRequest,
     PartnerQueryOrderQuery, PrepayIdResponse, PrepayRequest, QueryOrderQuery, TradeType,
@@ -141,21 +142,11 @@ fn direct_only(account: &Account) -> Result<(), ApiFail> {
     Ok(())
 }
 
-/// Parses a URL query into a model, so query parameters get the same field rules and
-/// error shape as bodies.
+/// Parses a URL query into a model, with the same field rules and error shape as bodies.
 pub(crate) fn parse_query<T: DeserializeOwned + Validate>(
     query: Option<String>,
 ) -> Result<T, ApiFail> {
-    let query = query.unwrap_or_default();
-    let url = reqwest::Url::parse(&format!("http://q/?{query}"))
-        .map_err(|_| ApiFail(ApiError::param_in("query", "", "查询串格式错误")))?;
-    let mut map = serde_json::Map::new();
-    for (k, v) in url.query_pairs() {
-        map.insert(k.into_owned(), serde_json::Value::String(v.into_owned()));
-    }
-    let value: T = decode_value("query", serde_json::Value::Object(map))?;
-    value.validate()?;
-    Ok(value)
+    Ok(parse_query_validated(&query.unwrap_or_default())?)
 }
 
 fn product(segment: &str) -> Result<TradeType, ApiFail> {

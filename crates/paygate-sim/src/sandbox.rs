@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post, put};
 use paygate_core::error::{ApiError, ErrorCode, decode_json};
+use paygate_wxpay::models::bills::parse_query;
 use serde::Deserialize;
 
 use crate::accounts::{AccountKind, AccountScheme};
@@ -188,29 +189,18 @@ async fn create_merchant(State(app): State<Arc<AppState>>, body: Bytes) -> ApiRe
     ok_json(&created)
 }
 
-async fn notifications(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery) -> ApiResult {
-    let query = query.unwrap_or_default();
-    let mut mchid = None;
-    let mut reference = None;
-    for (k, v) in url_pairs(&query) {
-        match k.as_str() {
-            "mchid" => mchid = Some(v),
-            "reference" => reference = Some(v),
-            _ => {}
-        }
-    }
-    ok_json(
-        &app.notifier
-            .deliveries(mchid.as_deref(), reference.as_deref()),
-    )
+#[derive(Deserialize)]
+struct DeliveryFilter {
+    #[serde(default)]
+    mchid: Option<String>,
+    #[serde(default)]
+    reference: Option<String>,
 }
 
-fn url_pairs(query: &str) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://x/?{query}"))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+async fn notifications(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery) -> ApiResult {
+    let filter: DeliveryFilter = parse_query(&query.unwrap_or_default())?;
+    ok_json(
+        &app.notifier
+            .deliveries(filter.mchid.as_deref(), filter.reference.as_deref()),
+    )
 }

@@ -2,9 +2,8 @@
 //! merchant's APIv3 key (associated data `certificate`, 12-character nonce), with validity times
 //! in RFC 3339 at +08:00 as WeChat Pay writes them.
 
+use paygate_core::timefmt::rfc3339_beijing;
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
-use time::macros::offset;
 
 use crate::crypto::CryptoError;
 use crate::crypto::aead::{self, AeadAlgorithm, AeadKey};
@@ -50,8 +49,8 @@ pub fn build_certificates_response(
                 key.encrypt(&nonce, CERTIFICATE_AAD.as_bytes(), pem_text.as_bytes())?;
             Ok(CertificateEntry {
                 serial_no: info.serial_no,
-                effective_time: beijing_rfc3339(info.not_before)?,
-                expire_time: beijing_rfc3339(info.not_after)?,
+                effective_time: rfc3339_beijing(info.not_before),
+                expire_time: rfc3339_beijing(info.not_after),
                 encrypt_certificate: EncryptCertificate {
                     algorithm: alg.as_str().to_string(),
                     nonce,
@@ -104,15 +103,6 @@ fn same_serial(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// RFC 3339 at +08:00 without fractional seconds, e.g. `2023-09-19T23:15:58+08:00`.
-pub fn beijing_rfc3339(t: time::OffsetDateTime) -> Result<String, CryptoError> {
-    t.to_offset(offset!(+8))
-        .replace_nanosecond(0)
-        .map_err(|_| CryptoError::Certificate("bad time".into()))?
-        .format(&Rfc3339)
-        .map_err(|e| CryptoError::Certificate(format!("cannot format time: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +111,7 @@ mod tests {
     #[test]
     fn times_are_beijing_rfc3339() {
         assert_eq!(
-            beijing_rfc3339(datetime!(2023-09-19 15:15:58.25 UTC)).unwrap(),
+            rfc3339_beijing(datetime!(2023-09-19 15:15:58.25 UTC)),
             "2023-09-19T23:15:58+08:00"
         );
     }

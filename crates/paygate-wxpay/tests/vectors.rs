@@ -5,9 +5,7 @@
 // Test helpers outside `#[test]` functions unwrap too; clippy's test exemption does not see them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use paygate_wxpay::certificates::{
-    CertificatesResponse, beijing_rfc3339, build_certificates_response,
-};
+use paygate_wxpay::certificates::{CertificatesResponse, build_certificates_response};
 use paygate_wxpay::crypto::aead::{self, AeadAlgorithm, AeadKey};
 use paygate_wxpay::crypto::cert::{
     self, CertificateParams, issue_certificate, parse_certificate_pem, self_signed_certificate,
@@ -279,10 +277,13 @@ fn java_certificate_download_vector_decrypts_to_the_named_certificate() {
     // The entry's times are the certificate's validity at +08:00.
     let entry = &response.data[0];
     assert_eq!(
-        beijing_rfc3339(info.not_before).unwrap(),
+        paygate_core::timefmt::rfc3339_beijing(info.not_before),
         entry.effective_time
     );
-    assert_eq!(beijing_rfc3339(info.not_after).unwrap(), entry.expire_time);
+    assert_eq!(
+        paygate_core::timefmt::rfc3339_beijing(info.not_after),
+        entry.expire_time
+    );
     assert_eq!(entry.effective_time, "2023-09-19T23:15:58+08:00");
     assert_eq!(entry.expire_time, "2028-09-17T23:15:58+08:00");
     // With another key it does not open.
