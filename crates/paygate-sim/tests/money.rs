@@ -458,3 +458,103 @@ async fn bills_are_hashed_gzipped_and_match_the_day() {
         .unwrap_err();
     assert_eq!(err.api_code(), Some("NO_AUTH"));
 }
+
+#[tokio::test]
+async fn partner_profit_sharing_and_bills_are_scoped_to_the_sub_merchant() {
+    let sim = start_sim().await;
+    let client = sim.partner();
+    let m = sim.sim.partner.merchant.clone();
+    let sub = m.sub_mchid.clone().unwrap();
+    let no = out_no("PP");
+    let body = json!({"sp_appid": m.sp_appid, "sp_mchid": m.sp_mchid, "sub_mchid": sub,
+                      "description": "partner share", "out_trade_no": no, "notify_url": "https://e.com/n",
+                      "amount": {"total": 1000}, "settle_info": {"profit_sharing": true}});
+    let _: Value = client
+        .post_json("/v3/pay/partner/transactions/native", &body)
+        .await
+        .unwrap();
+    let tid = sim.pay_partner(&no).await["transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let add = json!({"sub_mchid": sub, "appid": m.sp_appid, "type": "MERCHANT_ID", "account": m.sp_mchid,
+                     "name": "服务商", "relation_type": "SERVICE_PROVIDER"});
+    let _: Value = client
+        .post_json("/v3/profitsharing/receivers/add", &add)
+        .await
+        .unwrap();
+    let order = |out: &str, amount: i64| {
+        json!({"sub_mchid": sub, "appid": m.sp_appid, "transaction_id": tid,
+        "out_order_no": out, "unfreeze_unsplit": true,
+        "receivers": [{"type": "MERCHANT_ID", "account": m.sp_mchid, "amount": amount, "description": "服务费"}]})
+    };
+    // The sub-merchant's limit is 20%: 201 fen of 1000 is refused, 200 is fine.
+    let err = client
+        .post_json::<_, OrdersEntity>("/v3/profitsharing/orders", &order("PPS0", 201))
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_code(), Some("INVALID_REQUEST"));
+    let share: OrdersEntity = client
+        .post_json("/v3/profitsharing/orders", &order("PPS1", 200))
+        .await
+        .unwrap();
+    assert_eq!(share.sub_mchid.as_deref(), Some(sub.as_str()));
+    let q = format!("/v3/profitsharing/orders/PPS1?transaction_id={tid}&sub_mchid={sub}");
+    eventually(|| async {
+        let s: OrdersEntity = client.get_json(&q).await.unwrap();
+        (serde_json::to_value(s.state).unwrap() == "FINISHED").then_some(())
+    })
+    .await;
+    // unfreeze_unsplit released the remaining 800 to the sub-merchant.
+    let amounts: Value = client
+        .get_json(&format!("/v3/profitsharing/transactions/{tid}/amounts"))
+        .await
+        .unwrap();
+    assert_eq!(amounts["unsplit_amount"], 0);
+    // Without the sub_mchid the order is not found: shares are scoped to the sub-merchant.
+    let err = client
+        .get_json::<OrdersEntity>(&format!(
+            "/v3/profitsharing/orders/PPS1?transaction_id={tid}"
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.api_code().is_some());
+
+    let today = paygate_core::timefmt::format_date(paygate_core::timefmt::beijing_date(
+        time::OffsetDateTime::now_utc(),
+    ));
+    sim.sandbox("bills/close-day", json!({"bill_date": today}))
+        .await;
+    let applied: Value = client
+        .get_json(&format!(
+            "/v3/bill/tradebill?bill_date={today}&sub_mchid={sub}&tar_type=GZIP"
+        ))
+        .await
+        .unwrap();
+    let csv = gunzip(
+        &client
+            .download(applied["download_url"].as_str().unwrap())
+            .await
+            .unwrap(),
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(sha1_hex(&csv), applied["hash_value"].as_str().unwrap());
+    let bill = TradeBill::parse(&csv).unwrap();
+    assert_eq!(bill.rows.len(), 1);
+    assert_eq!(bill.rows[0].mchid, m.sp_mchid.clone().unwrap());
+    assert_eq!(bill.rows[0].sub_mchid, sub);
+    let ps: Value = client
+        .get_json(&format!(
+            "/v3/profitsharing/bills?bill_date={today}&sub_mchid={sub}"
+        ))
+        .await
+        .unwrap();
+    let csv = client
+        .download(ps["download_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    let bill = paygate_wxpay::bill::ProfitSharingBill::parse(&csv).unwrap();
+    assert_eq!(bill.total_amount_fen(), Some(200));
+}
