@@ -330,6 +330,28 @@ impl Directory {
         Ok(NewAccount { account, kit })
     }
 
+    /// A new sub-merchant under a service provider; `None` if `sp_mchid` is not one.
+    pub fn add_sub_merchant(&mut self, sp_mchid: &str) -> Option<SubMerchant> {
+        let is_provider = self
+            .accounts
+            .get(sp_mchid)
+            .is_some_and(|a| a.kind == AccountKind::ServiceProvider);
+        if !is_provider {
+            return None;
+        }
+        let sub_mchid = self.fresh_mchid("17");
+        let sub = SubMerchant {
+            sub_mchid: sub_mchid.clone(),
+            sub_appid: fresh_appid(),
+            max_ratio: 2000,
+        };
+        self.accounts
+            .get_mut(sp_mchid)?
+            .subs
+            .insert(sub_mchid, sub.clone());
+        Some(sub)
+    }
+
     fn fresh_mchid(&self, prefix: &str) -> String {
         loop {
             let candidate = format!("{prefix}{:08}", rand::random::<u32>() % 100_000_000);

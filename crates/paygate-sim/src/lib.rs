@@ -73,7 +73,7 @@ pub struct RunningSim {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-const IDENTITY_DIR: &str = ".sim";
+pub(crate) const IDENTITY_DIR: &str = ".sim";
 
 /// Binds, loads or creates the sandbox accounts, writes the kits and starts serving.
 pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {

@@ -28,6 +28,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(set_faults).get(get_faults).delete(clear_faults),
         )
         .route("/merchants", post(create_merchant))
+        .route(
+            "/merchants/{sp_mchid}/sub-merchants",
+            post(add_sub_merchant),
+        )
         .route("/notifications", get(notifications))
 }
 
@@ -187,6 +191,29 @@ async fn create_merchant(State(app): State<Arc<AppState>>, body: Bytes) -> ApiRe
     let created = crate::create_account(&app, kind, scheme, subs)
         .map_err(|e| ApiError::new(ErrorCode::SystemError, e))?;
     ok_json(&created)
+}
+
+/// Adds a sub-merchant to a service provider (a gateway onboarding a merchant onto its
+/// partner channel does this): `{"sub_mchid", "sub_appid", "max_ratio"}`.
+async fn add_sub_merchant(
+    State(app): State<Arc<AppState>>,
+    Path(sp_mchid): Path<String>,
+) -> ApiResult {
+    let sub = {
+        let mut directory = app.directory.write().unwrap_or_else(|p| p.into_inner());
+        let sub = directory.add_sub_merchant(&sp_mchid).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MchNotExists,
+                format!("no service provider {sp_mchid}"),
+            )
+            .with_status(404)
+        })?;
+        directory
+            .save(&app.kit_dir.join(crate::IDENTITY_DIR))
+            .map_err(|e| ApiError::new(ErrorCode::SystemError, e.to_string()))?;
+        sub
+    };
+    ok_json(&sub)
 }
 
 #[derive(Deserialize)]

@@ -432,3 +432,28 @@ async fn certificate_mode_clients_get_certificate_signed_answers() {
         .unwrap();
     let _ = mchid;
 }
+
+#[tokio::test]
+async fn a_provider_can_onboard_more_sub_merchants() {
+    let sim = start_sim().await;
+    let sp = sim.sim.partner.merchant.mchid.clone();
+    let (status, sub) = sim
+        .sandbox(&format!("merchants/{sp}/sub-merchants"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{sub}");
+    let m = &sim.sim.partner.merchant;
+    let body = json!({"sp_appid": m.sp_appid, "sp_mchid": sp, "sub_mchid": sub["sub_mchid"], "sub_appid": sub["sub_appid"],
+        "description": "new sub", "out_trade_no": out_no("NS"), "notify_url": "https://e.com/n", "amount": {"total": 1},
+        "payer": {"sub_openid": "o-sub-openid"}});
+    let r: Value = sim
+        .partner()
+        .post_json("/v3/pay/partner/transactions/jsapi", &body)
+        .await
+        .unwrap();
+    assert!(r["prepay_id"].is_string());
+    let direct = sim.sim.direct.merchant.mchid.clone();
+    let (status, _) = sim
+        .sandbox(&format!("merchants/{direct}/sub-merchants"), json!({}))
+        .await;
+    assert_eq!(status, 404, "a direct merchant has no sub-merchants");
+}
