@@ -160,7 +160,7 @@ impl Notifier {
             .http
             .post(&envelope.url)
             .header("Content-Type", "application/json")
-            .header("Request-ID", crate::server::request_id())
+            .header("Request-ID", paygate_wxpay::server::request_id())
             .body(envelope.body.clone());
         for (name, value) in signed.headers() {
             // §3.1: WeChat probes merchants with deliberately wrong signatures.

@@ -2,7 +2,7 @@
 //! layer, fault injection at the door, and the error shape. Handlers live in `api` and
 //! `sandbox`; they see an authenticated [`Caller`] and return bytes or an [`ApiFail`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,7 +16,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_wxpay::crypto::SignatureScheme;
-use paygate_wxpay::sign::{Authorization, new_nonce, sign_response};
+use paygate_wxpay::server::{
+    KeyLookup, NonceCache, answer_headers, replay_error, request_id, verify_request,
+};
 
 use crate::accounts::Directory;
 use crate::clock::SimClock;
@@ -26,9 +28,6 @@ use crate::state::{Delays, Store};
 
 /// Requests larger than this are refused before any parsing.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
-/// §1.2: the timestamp window the official guide tells merchants to stay within.
-pub const TIMESTAMP_WINDOW_S: i64 = 300;
-const NONCES_MAX: usize = 1_000_000;
 
 pub struct AppState {
     pub directory: RwLock<Directory>,
@@ -89,34 +88,6 @@ impl AppState {
     }
 }
 
-/// Nonces seen within the timestamp window, so a replayed request is refused.
-#[derive(Default)]
-pub struct NonceCache {
-    seen: HashSet<(String, String)>,
-    order: VecDeque<(i64, String, String)>,
-}
-
-impl NonceCache {
-    /// Records the nonce; false if it was already seen within the window.
-    pub fn check_and_insert(&mut self, mchid: &str, nonce: &str, now: i64) -> bool {
-        while let Some((ts, _, _)) = self.order.front() {
-            if now - *ts <= TIMESTAMP_WINDOW_S * 2 && self.order.len() < NONCES_MAX {
-                break;
-            }
-            if let Some((_, m, n)) = self.order.pop_front() {
-                self.seen.remove(&(m, n));
-            }
-        }
-        let key = (mchid.to_string(), nonce.to_string());
-        if self.seen.contains(&key) {
-            return false;
-        }
-        self.seen.insert(key.clone());
-        self.order.push_back((now, key.0, key.1));
-        true
-    }
-}
-
 /// The authenticated signer of a V3 request.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -171,20 +142,6 @@ pub fn no_content() -> ApiResult {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
-}
-
-/// `Request-ID` in WeChat's shape: hex, a dash, an internal code.
-pub fn request_id() -> String {
-    format!(
-        "{:016X}{:016X}{:08X}-0",
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u32>()
-    )
-}
-
-fn sign_error(message: &str) -> ApiFail {
-    ApiFail(ApiError::new(ErrorCode::SignError, message))
 }
 
 /// The operation a path belongs to, for fault filters.
@@ -265,47 +222,39 @@ fn authenticate(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Caller, ApiFail> {
-    let auth_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            sign_error("Http头缺少Authorization或格式错误，请参考《微信支付商户REST API签名规则》")
-        })?;
-    let auth = Authorization::parse(auth_header).map_err(|e| {
-        sign_error(&format!(
-            "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》: {e}"
-        ))
-    })?;
-    let ts = auth
-        .timestamp_secs()
-        .map_err(|_| sign_error("Authorization 中 timestamp 应为秒级 Unix 时间戳"))?;
     let now = app.clock.real_unix();
-    if (now - ts).abs() > TIMESTAMP_WINDOW_S {
-        return Err(sign_error("请求时间戳与当前时间相差超过5分钟"));
-    }
-    let directory = app.directory();
-    if directory.account(&auth.mchid).is_none() {
-        return Err(ApiFail(ApiError::new(
-            ErrorCode::MchNotExists,
-            "商户号不存在",
-        )));
-    }
-    let key = directory
-        .api_keys
-        .get(&(auth.mchid.clone(), auth.serial_no.clone()))
-        .ok_or_else(|| sign_error("商户证书序列号有误，请确认商户证书序列号与商户号匹配"))?;
     // Verified over the raw request target and body bytes, never a re-encoding.
     let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    auth.verify(key, method.as_str(), target, body)
-        .map_err(|_| sign_error("签名错误，请检查后再试"))?;
-    drop(directory);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let auth = verify_request(
+        authorization,
+        method.as_str(),
+        target,
+        body,
+        now,
+        |mchid, serial| {
+            let directory = app.directory();
+            if directory.account(mchid).is_none() {
+                return KeyLookup::UnknownMerchant;
+            }
+            match directory
+                .api_keys
+                .get(&(mchid.to_string(), serial.to_string()))
+            {
+                Some(key) => KeyLookup::Key(key.clone()),
+                None => KeyLookup::UnknownSerial,
+            }
+        },
+    )?;
     let fresh = app
         .nonces
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .check_and_insert(&auth.mchid, &auth.nonce_str, now);
     if !fresh {
-        return Err(sign_error("重复的请求：nonce_str 已使用"));
+        return Err(ApiFail(replay_error()));
     }
     let wechatpay_serial = headers
         .get("Wechatpay-Serial")
@@ -342,8 +291,8 @@ async fn finish(
             caller.and_then(|c| c.wechatpay_serial.as_deref()),
             caller.map_or(SignatureScheme::Rsa2048Sha256, |c| c.scheme),
         );
-        if let Ok(sig) = sign_response(key, serial, &body, app.clock.real_unix(), &new_nonce()) {
-            for (name, value) in sig.headers() {
+        if let Ok(signed) = answer_headers(key, serial, &body, app.clock.real_unix()) {
+            for (name, value) in signed {
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     parts.headers.insert(name, v);
                 }
@@ -397,21 +346,6 @@ pub async fn serve(app: Arc<AppState>, listener: tokio::net::TcpListener) -> std
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replayed_nonces_are_refused_within_the_window() {
-        let mut cache = NonceCache::default();
-        assert!(cache.check_and_insert("1900", "n1", 1000));
-        assert!(!cache.check_and_insert("1900", "n1", 1001));
-        assert!(
-            cache.check_and_insert("1901", "n1", 1001),
-            "nonces are per merchant"
-        );
-        assert!(
-            cache.check_and_insert("1900", "n1", 1000 + 2 * TIMESTAMP_WINDOW_S + 1),
-            "expired"
-        );
-    }
 
     #[test]
     fn operations_follow_paths() {

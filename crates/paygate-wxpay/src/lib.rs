@@ -8,4 +8,5 @@ pub mod models;
 pub mod notify;
 pub mod paysign;
 pub mod rules;
+pub mod server;
 pub mod sign;
