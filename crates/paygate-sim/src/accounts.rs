@@ -352,6 +352,32 @@ impl Directory {
         Some(sub)
     }
 
+    /// Registers `sub_mchid` under a provider as it is first used (sandbox auto-onboarding).
+    pub fn onboard_sub_merchant(
+        &mut self,
+        sp_mchid: &str,
+        sub_mchid: &str,
+        sub_appid: Option<&str>,
+    ) -> Option<SubMerchant> {
+        let taken = self.accounts.contains_key(sub_mchid);
+        let account = self
+            .accounts
+            .get_mut(sp_mchid)
+            .filter(|a| a.kind == AccountKind::ServiceProvider)?;
+        if taken {
+            return None;
+        }
+        let sub = account
+            .subs
+            .entry(sub_mchid.to_string())
+            .or_insert_with(|| SubMerchant {
+                sub_mchid: sub_mchid.to_string(),
+                sub_appid: sub_appid.map_or_else(fresh_appid, str::to_string),
+                max_ratio: 2000,
+            });
+        Some(sub.clone())
+    }
+
     fn fresh_mchid(&self, prefix: &str) -> String {
         loop {
             let candidate = format!("{prefix}{:08}", rand::random::<u32>() % 100_000_000);

@@ -100,7 +100,20 @@ pub(crate) fn owner(
     caller: &Caller,
     sub_mchid: Option<&str>,
 ) -> Result<(Owner, Account), ApiFail> {
-    let account = account(app, &caller.mchid)?;
+    let mut account = account(app, &caller.mchid)?;
+    if let Some(sub) = sub_mchid {
+        let unknown =
+            account.kind == AccountKind::ServiceProvider && !account.subs.contains_key(sub);
+        if unknown
+            && app.auto_onboard_sub_merchants
+            && paygate_wxpay::rules::check_id("/sub_mchid", sub, 32).is_ok()
+        {
+            let mut directory = app.directory.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(onboarded) = directory.onboard_sub_merchant(&account.mchid, sub, None) {
+                account.subs.insert(onboarded.sub_mchid.clone(), onboarded);
+            }
+        }
+    }
     let owner = match (&account.kind, sub_mchid) {
         (AccountKind::Direct, None) => Owner {
             mchid: account.mchid.clone(),

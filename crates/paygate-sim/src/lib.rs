@@ -11,6 +11,7 @@
 //!     kit_dir: "./sim-kits".into(),
 //!     time_scale: 1000,
 //!     public_base_url: None,
+//!     auto_onboard_sub_merchants: false,
 //! })
 //! .await?;
 //! println!("direct merchant {} at {}", sim.direct.merchant.mchid, sim.base_url);
@@ -48,6 +49,10 @@ pub struct SimConfig {
     pub time_scale: u32,
     /// The base URL clients reach the simulator at, if not `http://<listen>/`.
     pub public_base_url: Option<String>,
+    /// Sandbox deviation: a service provider's unknown sub_mchid is onboarded on first use
+    /// (real sub-merchants go through 进件 first). Lets a gateway allocate its merchants'
+    /// sub-merchant numbers itself.
+    pub auto_onboard_sub_merchants: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +128,7 @@ pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
         base_url: base_url.clone(),
         kit_dir: config.kit_dir.clone(),
         delays: state::Delays::default(),
+        auto_onboard_sub_merchants: config.auto_onboard_sub_merchants,
         notify_serials: RwLock::new(Default::default()),
     });
     let task = tokio::spawn(server::serve(Arc::clone(&state), listener));

@@ -40,6 +40,7 @@ pub struct AppState {
     pub base_url: String,
     pub kit_dir: PathBuf,
     pub delays: Delays,
+    pub auto_onboard_sub_merchants: bool,
     /// The platform key each account last asked for, which its notifications are signed with.
     pub notify_serials: RwLock<HashMap<String, String>>,
 }

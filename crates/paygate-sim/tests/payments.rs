@@ -457,3 +457,29 @@ async fn a_provider_can_onboard_more_sub_merchants() {
         .await;
     assert_eq!(status, 404, "a direct merchant has no sub-merchants");
 }
+
+#[tokio::test]
+async fn auto_onboarding_accepts_a_new_sub_merchant_on_first_use() {
+    let dir = std::env::temp_dir().join(format!("paygate-sim-auto-{}", uuid::Uuid::new_v4()));
+    let sim = paygate_sim::start(paygate_sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        kit_dir: dir.clone(),
+        time_scale: 1000,
+        public_base_url: None,
+        auto_onboard_sub_merchants: true,
+    })
+    .await
+    .unwrap();
+    let client =
+        paygate_wxpay::client::WxClient::from_kit(&sim.partner, KeyMode::PublicKey, 5000).unwrap();
+    let m = &sim.partner.merchant;
+    let body = json!({"sp_appid": m.sp_appid, "sp_mchid": m.sp_mchid, "sub_mchid": "1712345678",
+        "description": "auto", "out_trade_no": out_no("AO"), "notify_url": "https://e.com/n", "amount": {"total": 1}});
+    let r: Value = client
+        .post_json("/v3/pay/partner/transactions/native", &body)
+        .await
+        .unwrap();
+    assert!(r["code_url"].is_string());
+    sim.task.abort();
+    let _ = std::fs::remove_dir_all(dir);
+}

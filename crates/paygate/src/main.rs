@@ -32,6 +32,10 @@ enum Command {
         /// The base URL clients use, when not http://<listen>/ (behind a proxy, say).
         #[arg(long, env = "PAYGATE_SIM_PUBLIC_BASE_URL")]
         public_base_url: Option<String>,
+        /// Onboard a service provider's unknown sub_mchid on first use (for a gateway that
+        /// allocates its merchants' sub-merchant numbers itself).
+        #[arg(long, env = "PAYGATE_SIM_AUTO_ONBOARD")]
+        auto_onboard: bool,
     },
 }
 

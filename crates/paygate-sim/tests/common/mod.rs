@@ -32,6 +32,7 @@ pub async fn start_sim() -> Sim {
         kit_dir: dir.clone(),
         time_scale: 1000,
         public_base_url: None,
+        auto_onboard_sub_merchants: false,
     })
     .await
     .expect("simulator starts");
