@@ -48,39 +48,69 @@ function readKit(dir) {
 }
 
 /**
- * Start the simulator. Resolves with {baseURL, kitDir, kits: {direct, partner}, stop()}.
+ * Spawn `paygate <args>` and wait for its `listening on http://...` line on stdout.
+ * Resolves with {child, listeningURL, stdout(), stderr(), exited(), stop({signal}), kill()}.
+ * The child is SIGKILLed if this process exits first.
  */
-async function startSimulator({ timeScale = 1000, readyTimeoutMs = 60000 } = {}) {
+async function spawnListening(args, { env = {}, readyTimeoutMs = 60000, what = 'paygate' } = {}) {
   const bin = paygateBin();
   if (!fs.existsSync(bin)) {
-    throw new Error(`simulator binary not found at ${bin} (build it with \`cargo build -p paygate\` or set PAYGATE_BIN)`);
+    throw new Error(`paygate binary not found at ${bin} (build it with \`cargo build -p paygate\` or set PAYGATE_BIN)`);
   }
-  const port = await freePort();
-  const kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-node-'));
-  const args = ['sim', '--listen', `127.0.0.1:${port}`, '--kit-dir', kitDir, '--time-scale', String(timeScale)];
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
 
   let out = '';
   let err = '';
+  let exited = false;
   child.stderr.on('data', (d) => { err += d.toString(); if (err.length > 200000) err = err.slice(-100000); });
+  child.stdout.on('data', (d) => { out += d.toString(); if (out.length > 200000) out = out.slice(-100000); });
+  child.on('exit', () => { exited = true; });
+  const killOnExit = () => { if (!exited) child.kill('SIGKILL'); };
+  process.on('exit', killOnExit);
 
   const listeningURL = await new Promise((resolve, reject) => {
+    const done = (f, v) => {
+      clearTimeout(timer); clearInterval(poll); // eslint-disable-line no-use-before-define
+      f(v);
+    };
     const timer = setTimeout(() => {
-      reject(new Error(`simulator did not print "listening on" within ${readyTimeoutMs} ms.\nstdout:\n${out}\nstderr:\n${err}`));
+      child.kill('SIGKILL');
+      done(reject, new Error(`${what} did not print "listening on" within ${readyTimeoutMs} ms.\nargs: ${args.join(' ')}\nstdout:\n${out}\nstderr:\n${err}`));
     }, readyTimeoutMs);
-    child.stdout.on('data', (d) => {
-      out += d.toString();
+    const poll = setInterval(() => {
       const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
+      if (m) done(resolve, m[1]);
+    }, 20);
     child.on('exit', (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`simulator exited early (code ${code}, signal ${sig}).\nstdout:\n${out}\nstderr:\n${err}`));
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (!m) done(reject, new Error(`${what} exited early (code ${code}, signal ${sig}).\nargs: ${args.join(' ')}\nstdout:\n${out}\nstderr:\n${err}`));
     });
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('error', (e) => done(reject, e));
   });
-  // keep draining stdout
-  child.stdout.on('data', () => {});
+
+  async function stop({ signal = 'SIGTERM', graceMs = 3000 } = {}) {
+    process.removeListener('exit', killOnExit);
+    if (!exited) {
+      child.kill(signal);
+      for (let i = 0; i < graceMs / 100 && !exited; i += 1) await sleep(100);
+      if (!exited) child.kill('SIGKILL');
+      for (let i = 0; i < 50 && !exited; i += 1) await sleep(100);
+    }
+  }
+
+  return {
+    child, listeningURL, stdout: () => out, stderr: () => err, exited: () => exited, stop,
+  };
+}
+
+/**
+ * Start the simulator. Resolves with {baseURL, kitDir, kits: {direct, partner}, stop()}.
+ */
+async function startSimulator({ timeScale = 1000, readyTimeoutMs = 60000 } = {}) {
+  const port = await freePort();
+  const kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-node-'));
+  const args = ['sim', '--listen', `127.0.0.1:${port}`, '--kit-dir', kitDir, '--time-scale', String(timeScale)];
+  const proc = await spawnListening(args, { readyTimeoutMs, what: 'simulator' });
 
   // the kits may be flushed right around the "listening" line: wait briefly for them
   const kitFiles = ['direct', 'partner'].map((k) => path.join(kitDir, k, 'merchant.json'));
@@ -91,23 +121,13 @@ async function startSimulator({ timeScale = 1000, readyTimeoutMs = 60000 } = {})
     partner: readKit(path.join(kitDir, 'partner')),
   };
 
-  let exited = false;
-  child.on('exit', () => { exited = true; });
-  const killOnExit = () => { if (!exited) child.kill('SIGKILL'); };
-  process.on('exit', killOnExit);
-
   async function stop() {
-    process.removeListener('exit', killOnExit);
-    if (!exited) {
-      child.kill('SIGTERM');
-      for (let i = 0; i < 30 && !exited; i += 1) await sleep(100);
-      if (!exited) child.kill('SIGKILL');
-    }
+    await proc.stop();
     fs.rmSync(kitDir, { recursive: true, force: true });
   }
 
   return {
-    listeningURL, port, kitDir, kits, stop, stderr: () => err,
+    listeningURL: proc.listeningURL, port, kitDir, kits, stop, stderr: proc.stderr,
   };
 }
 
@@ -186,5 +206,5 @@ function uniqueNo(prefix) {
 }
 
 module.exports = {
-  startSimulator, startNotifyServer, beijingDate, uniqueNo, sleep, paygateBin,
+  startSimulator, startNotifyServer, beijingDate, uniqueNo, sleep, paygateBin, freePort, readKit, spawnListening,
 };
