@@ -8,5 +8,6 @@
 //! ```
 
 pub mod error;
+pub mod ids;
 pub mod money;
 pub mod timefmt;

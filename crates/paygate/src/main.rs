@@ -1,10 +1,18 @@
-//! `paygate`: the command line. `paygate sim` runs the WeChat Pay v3 simulator.
+//! `paygate`: the command line.
+//!
+//! - `paygate demo`: a Native payment end to end on the embedded sandbox, explained step by step.
+//! - `paygate serve`: the gateway (SQLite under `./paygate-data/` by default, sandbox channel).
+//! - `paygate merchant create`: onboard a merchant and write its credential kit.
+//! - `paygate sim`: the WeChat Pay v3 simulator on its own.
+
+mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use paygate_server::config::{ChannelEntry, Config, TlsConfig};
 
 #[derive(Parser)]
 #[command(
@@ -17,8 +25,89 @@ struct Cli {
     command: Command,
 }
 
+/// Where the gateway keeps its data; shared by `serve` and `merchant create`.
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// A paygate.toml; flags and PAYGATE_* variables override it.
+    #[arg(long, env = "PAYGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite file, sandbox identities, operator token). Default ./paygate-data
+    #[arg(long, env = "PAYGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://… (the scale-out store).
+    #[arg(long, env = "PAYGATE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The URL merchants reach the gateway at (written into kits). Default http://<listen>/
+    #[arg(long, env = "PAYGATE_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// Use the partner kit of an external simulator or channel in this directory instead of
+    /// the embedded sandbox (e.g. ./sim-kits/partner from `paygate sim --auto-onboard`).
+    #[arg(long, env = "PAYGATE_CHANNEL_KIT_DIR")]
+    channel_kit_dir: Option<PathBuf>,
+    /// Divide notification retry intervals (and the embedded simulator's delays) by N.
+    #[arg(long, env = "PAYGATE_SANDBOX_TIME_SCALE")]
+    sandbox_time_scale: Option<u32>,
+}
+
+impl StoreArgs {
+    fn config(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(u) = &self.database_url {
+            config.database_url = Some(u.clone());
+        }
+        if let Some(u) = &self.public_base_url {
+            config.public_base_url = Some(u.clone());
+        }
+        if let Some(dir) = &self.channel_kit_dir {
+            config.channels = vec![ChannelEntry {
+                id: "wx".into(),
+                kit_dir: dir.clone(),
+                sandbox: true,
+                timeout_ms: 10_000,
+            }];
+        }
+        if let Some(n) = self.sandbox_time_scale {
+            config.sandbox.time_scale = n.max(1);
+        }
+        Ok(config)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run a Native payment end to end on the embedded sandbox and explain each step.
+    Demo {
+        /// Where the demo keeps its gateway data and the demo merchant's kit.
+        #[arg(long, default_value = "./paygate-demo")]
+        dir: PathBuf,
+    },
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, env = "PAYGATE_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Serve HTTPS with this certificate chain (PEM) …
+        #[arg(long, env = "PAYGATE_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// … and this private key (PEM).
+        #[arg(long, env = "PAYGATE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (mutual TLS).
+        #[arg(long, env = "PAYGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+    },
+    /// Merchants of the gateway.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
     /// Run the WeChat Pay v3 simulator (a sandbox WeChat Pay for tests, demos and benchmarks).
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090", env = "PAYGATE_SIM_LISTEN")]
@@ -39,11 +128,28 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Create a merchant and write its credential kit (works with or without a running server).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Directory to write the kit into (merchant.json and the PEM files).
+        #[arg(long)]
+        out: PathBuf,
+        /// The merchant's sub-merchant number at a service-provider channel.
+        #[arg(long)]
+        sub_mchid: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -66,17 +172,62 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Demo { dir } => demo::run(&dir).await,
+        Command::Serve {
+            store,
+            listen,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+        } => {
+            let mut config = store.config()?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let (Some(cert_pem), Some(key_pem)) = (tls_cert, tls_key) {
+                config.tls = Some(TlsConfig {
+                    cert_pem,
+                    key_pem,
+                    client_ca_pem: tls_client_ca,
+                });
+            }
+            serve(config).await
+        }
+        Command::Merchant {
+            command:
+                MerchantCommand::Create {
+                    name,
+                    out,
+                    sub_mchid,
+                    store,
+                },
+        } => {
+            let config = store.config()?;
+            let onboarded = paygate_server::create_merchant_offline(&config, &name, sub_mchid)
+                .await
+                .map_err(|e| e.to_string())?;
+            onboarded
+                .kit
+                .write_to_dir(&out)
+                .map_err(|e| e.to_string())?;
+            println!("merchant {} ({name}) created", onboarded.merchant.mchid);
+            println!("  kit written to {}", out.display());
+            println!("  base_url {}", onboarded.kit.merchant.base_url);
+            Ok(())
+        }
         Command::Sim {
             listen,
             kit_dir,
             time_scale,
             public_base_url,
+            auto_onboard,
         } => {
             let sim = paygate_sim::start(paygate_sim::SimConfig {
                 listen,
                 kit_dir: kit_dir.clone(),
                 time_scale,
                 public_base_url,
+                auto_onboard_sub_merchants: auto_onboard,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -94,14 +245,41 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             println!("  sandbox control  {}sandbox/v1/", sim.base_url);
             println!("listening on {}", sim.base_url.trim_end_matches('/'));
-            tokio::select! {
-                served = sim.task => match served {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(format!("simulator stopped: {e}")),
-                    Err(e) => Err(format!("simulator task failed: {e}")),
-                },
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
+            wait(sim.task).await
         }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let data_dir = config.data_dir.clone();
+    let gateway = paygate_server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("paygate gateway");
+    println!("  store           {}", gateway.state.store.backend());
+    println!("  data dir        {}", data_dir.display());
+    println!("  channel         {}", gateway.state.default_channel);
+    println!(
+        "  admin API       {}admin/v1/ (Authorization: Bearer <operator token>)",
+        gateway.base_url
+    );
+    if gateway.state.config.operator_token.is_none() {
+        println!(
+            "  operator token  {}",
+            data_dir.join("operator_token").display()
+        );
+    }
+    println!("listening on {}", gateway.base_url.trim_end_matches('/'));
+    wait(gateway.task).await
+}
+
+async fn wait(task: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), String> {
+    tokio::select! {
+        served = task => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("server stopped: {e}")),
+            Err(e) => Err(format!("server task failed: {e}")),
+        },
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -1,0 +1,258 @@
+//! The operator's admin API under `/admin/v1/`, behind a bearer token: merchants (create
+//! with their kit, disable/enable, register a certificate), an order with its attempts,
+//! notifications, deliveries and repairs, and notification re-sends.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use paygate_core::error::{ApiError, ErrorCode, decode_json};
+use paygate_store::{MerchantCertRecord, MerchantStatus, StoreError};
+use serde::Deserialize;
+
+use crate::http::{ApiFail, ApiResult, AppState, internal, ok_json};
+use crate::merchants::{NewMerchant, OnboardError, onboard};
+
+pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/admin/v1/merchants",
+            post(create_merchant).get(list_merchants),
+        )
+        .route("/admin/v1/merchants/{mchid}", get(get_merchant))
+        .route("/admin/v1/merchants/{mchid}/disable", post(disable))
+        .route("/admin/v1/merchants/{mchid}/enable", post(enable))
+        .route(
+            "/admin/v1/merchants/{mchid}/certificates",
+            post(add_certificate),
+        )
+        .route("/admin/v1/orders/{transaction_id}", get(order))
+        .route("/admin/v1/notifications/{id}", get(notification))
+        .route("/admin/v1/notifications/{id}/resend", post(resend))
+        .layer(axum::middleware::from_fn_with_state(app, operator_only))
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn operator_only(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same_token(presented.as_bytes(), app.operator_token.as_bytes()) {
+        return ApiFail(ApiError::new(
+            ErrorCode::SignError,
+            "需要有效的运维令牌 (Authorization: Bearer …)",
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn onboard_fail(e: OnboardError) -> ApiFail {
+    match e {
+        OnboardError::Invalid(m) => ApiFail(ApiError::new(ErrorCode::ParamError, m)),
+        other => internal(other),
+    }
+}
+
+fn not_found(what: &str) -> ApiFail {
+    ApiFail(ApiError::new(
+        ErrorCode::ResourceNotExists,
+        format!("{what}不存在"),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMerchant {
+    name: String,
+    #[serde(default)]
+    cert_pem: Option<String>,
+    #[serde(default)]
+    channel_id: Option<String>,
+    #[serde(default)]
+    sub_mchid: Option<String>,
+    #[serde(default)]
+    sub_appid: Option<String>,
+}
+
+async fn create_merchant(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let req: CreateMerchant = decode_json(&body)?;
+    let channel_id = req
+        .channel_id
+        .unwrap_or_else(|| app.default_channel.clone());
+    let channel = app
+        .channels
+        .get(&channel_id)
+        .ok_or_else(|| ApiFail(ApiError::param("/channel_id", "no such channel")))?;
+    let mapping = crate::channel_mapping(channel.config(), req.sub_mchid, req.sub_appid)
+        .map_err(onboard_fail)?;
+    let onboarded = onboard(
+        app.store.as_ref(),
+        &app.keys,
+        &app.base_url,
+        NewMerchant {
+            name: req.name,
+            cert_pem: req.cert_pem,
+            mapping,
+        },
+    )
+    .await
+    .map_err(onboard_fail)?;
+    tracing::info!(mchid = %onboarded.merchant.mchid, "merchant created by an operator");
+    ok_json(&serde_json::json!({"merchant": onboarded.merchant_view(), "kit": onboarded.kit}))
+}
+
+async fn list_merchants(State(app): State<Arc<AppState>>) -> ApiResult {
+    let merchants = app.store.list_merchants().await.map_err(internal)?;
+    ok_json(
+        &merchants
+            .iter()
+            .map(crate::merchants::merchant_view)
+            .collect::<Vec<_>>(),
+    )
+}
+
+async fn get_merchant(State(app): State<Arc<AppState>>, Path(mchid): Path<String>) -> ApiResult {
+    let merchant = app
+        .store
+        .get_merchant(&mchid)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found("商户"))?;
+    let certs = app.store.merchant_certs(&mchid).await.map_err(internal)?;
+    let serials: Vec<&str> = certs.iter().map(|c| c.serial_no.as_str()).collect();
+    ok_json(
+        &serde_json::json!({"merchant": crate::merchants::merchant_view(&merchant), "certificate_serials": serials}),
+    )
+}
+
+async fn set_status(app: &AppState, mchid: &str, status: MerchantStatus) -> ApiResult {
+    if !app
+        .store
+        .set_merchant_status(mchid, status)
+        .await
+        .map_err(internal)?
+    {
+        return Err(not_found("商户"));
+    }
+    app.merchants.forget(mchid);
+    tracing::info!(mchid, ?status, "merchant status changed by an operator");
+    ok_json(&serde_json::json!({"mchid": mchid, "status": status}))
+}
+
+async fn disable(State(app): State<Arc<AppState>>, Path(mchid): Path<String>) -> ApiResult {
+    set_status(&app, &mchid, MerchantStatus::Disabled).await
+}
+
+async fn enable(State(app): State<Arc<AppState>>, Path(mchid): Path<String>) -> ApiResult {
+    set_status(&app, &mchid, MerchantStatus::Active).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddCertificate {
+    pem: String,
+}
+
+/// A merchant registers its own API certificate (or rotates to a new one).
+async fn add_certificate(
+    State(app): State<Arc<AppState>>,
+    Path(mchid): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: AddCertificate = decode_json(&body)?;
+    app.store
+        .get_merchant(&mchid)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found("商户"))?;
+    let info = paygate_wxpay::crypto::cert::parse_certificate_pem(&req.pem)
+        .map_err(|e| ApiFail(ApiError::param("/pem", format!("not a certificate: {e}"))))?;
+    let cert = MerchantCertRecord {
+        mchid: mchid.clone(),
+        serial_no: info.serial_no.clone(),
+        pem: req.pem,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    match app.store.add_merchant_cert(&cert).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiFail(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "证书序列号已登记",
+            )));
+        }
+        Err(e) => return Err(internal(e)),
+    }
+    app.merchants.forget(&mchid);
+    ok_json(&serde_json::json!({"mchid": mchid, "serial_no": info.serial_no}))
+}
+
+async fn order(State(app): State<Arc<AppState>>, Path(transaction_id): Path<String>) -> ApiResult {
+    let order = app
+        .store
+        .get_order_by_transaction_id(&transaction_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found("订单"))?;
+    let attempts = app
+        .store
+        .attempts(&transaction_id)
+        .await
+        .map_err(internal)?;
+    let mut notifications = Vec::new();
+    for n in app
+        .store
+        .notifications_of(&transaction_id)
+        .await
+        .map_err(internal)?
+    {
+        let deliveries = app.store.deliveries(&n.id).await.map_err(internal)?;
+        notifications.push(serde_json::json!({"notification": n, "deliveries": deliveries}));
+    }
+    let repairs = app.store.repairs(&transaction_id).await.map_err(internal)?;
+    ok_json(&serde_json::json!({
+        "order": order,
+        "transaction": crate::views::transaction(&order),
+        "attempts": attempts,
+        "notifications": notifications,
+        "repairs": repairs,
+    }))
+}
+
+async fn notification(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let n = app
+        .store
+        .get_notification(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found("通知"))?;
+    let deliveries = app.store.deliveries(&id).await.map_err(internal)?;
+    ok_json(&serde_json::json!({"notification": n, "deliveries": deliveries}))
+}
+
+async fn resend(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    if !app
+        .store
+        .resend_notification(&id, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(internal)?
+    {
+        return Err(not_found("通知"));
+    }
+    app.outbox_wake.notify_one();
+    tracing::info!(notification = %id, "notification re-sent by an operator");
+    ok_json(&serde_json::json!({"id": id, "state": "PENDING"}))
+}

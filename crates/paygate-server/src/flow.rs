@@ -1,0 +1,688 @@
+//! The order flow: prepay (order and first attempt persisted before the channel is called,
+//! the outcome persisted after), unknown outcomes resolved by asking the channel, channel
+//! transactions applied through the state machine with the merchant's notification in the
+//! same transaction, and expiry (closed at the channel first).
+
+use paygate_channel::{ChannelError, ChannelPrepay, CloseOutcome, PrepayCredential, SubMerchant};
+use paygate_core::error::{ApiError, ErrorCode};
+use paygate_core::timefmt::{parse_rfc3339, rfc3339_beijing};
+use paygate_store::{
+    AttemptChange, AttemptRecord, AttemptState, CreateOrder, MerchantRecord, NotificationRecord,
+    NotificationState, OrderChange, OrderRecord, OrderState, RepairRecord,
+};
+use paygate_wxpay::models::payments::{PrepayRequest, TradeState, TradeType, Transaction};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::http::AppState;
+
+/// How many times one request re-tries the same attempt after an unknown outcome.
+const UNKNOWN_RETRIES_MAX: u32 = 1;
+/// A CAS that lost a race is re-read and re-decided this many times at most.
+const CAS_RETRIES_MAX: u32 = 5;
+
+/// What the merchant asked for, kept with the order (a request snapshot).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestSnapshot {
+    pub body: PrepayRequest,
+    /// The platform key the merchant asked for, which its notifications are signed with.
+    pub wechatpay_serial: Option<String>,
+}
+
+impl RequestSnapshot {
+    pub fn of(order: &OrderRecord) -> Result<Self, ApiError> {
+        serde_json::from_str(&order.request_json).map_err(|e| {
+            ApiError::new(
+                ErrorCode::SystemError,
+                format!("order snapshot unreadable: {e}"),
+            )
+        })
+    }
+}
+
+fn store_err(e: paygate_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store error");
+    ApiError::new(ErrorCode::SystemError, "系统错误，请使用相同参数重试")
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+pub fn sub_of(merchant: &MerchantRecord) -> SubMerchant {
+    SubMerchant {
+        sub_mchid: merchant.channel_sub_mchid.clone(),
+        sub_appid: merchant.channel_sub_appid.clone(),
+    }
+}
+
+/// How long the handed-out credential works (§4.1).
+fn credential_ttl(trade: TradeType) -> Duration {
+    if trade == TradeType::Mweb {
+        Duration::minutes(5)
+    } else {
+        Duration::hours(2)
+    }
+}
+
+/// The merchant's answer to a channel failure: never a 200.
+pub fn channel_error_to_api(e: &ChannelError) -> ApiError {
+    match e {
+        ChannelError::Unknown { reason } => {
+            tracing::warn!(%reason, "channel outcome unknown");
+            ApiError::new(ErrorCode::SystemError, "渠道处理超时，请使用相同参数重试")
+        }
+        ChannelError::Rejected {
+            status,
+            code,
+            message,
+        } => match ErrorCode::parse(code) {
+            Some(ErrorCode::FrequencyLimited) => ApiError::new(
+                ErrorCode::FrequencyLimited,
+                "渠道繁忙，请稍后使用相同参数重试",
+            ),
+            // The gateway's own channel configuration is at fault, not the merchant.
+            Some(
+                ErrorCode::SignError | ErrorCode::MchNotExists | ErrorCode::AppidMchidNotMatch,
+            )
+            | None => {
+                tracing::error!(%status, %code, %message, "channel refused the gateway's request");
+                ApiError::new(ErrorCode::SystemError, "渠道配置错误，请联系服务商")
+            }
+            Some(code) if *status >= 500 => ApiError::new(code, format!("渠道错误：{message}")),
+            Some(code) => ApiError::new(code, format!("渠道拒绝：{message}")).with_status(*status),
+        },
+    }
+}
+
+fn channel_prepay(
+    order: &OrderRecord,
+    attempt: &AttemptRecord,
+    merchant: &MerchantRecord,
+) -> Result<(ChannelPrepay, TradeType), ApiError> {
+    let snapshot = RequestSnapshot::of(order)?;
+    let trade = crate::views::trade_type(&order.trade_type)
+        .ok_or_else(|| ApiError::new(ErrorCode::SystemError, "order has an unknown trade type"))?;
+    let body = snapshot.body;
+    Ok((
+        ChannelPrepay {
+            trade_type: trade,
+            out_trade_no: attempt.attempt_id.clone(),
+            description: body.description,
+            attach: body.attach,
+            total_fen: order.total_fen,
+            currency: order.currency.clone(),
+            // The stored expiry, so a re-prepay sends identical parameters (§4.6).
+            time_expire: Some(rfc3339_beijing(order.time_expire)),
+            payer_openid: body.payer.map(|p| p.openid),
+            scene_info: body.scene_info,
+            goods_tag: body.goods_tag,
+            detail: body.detail,
+            profit_sharing: body
+                .settle_info
+                .and_then(|s| s.profit_sharing)
+                .unwrap_or(false),
+            sub: sub_of(merchant),
+        },
+        trade,
+    ))
+}
+
+/// The answer a merchant gets for a live attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    PrepayId(String),
+    CodeUrl(String),
+    H5Url(String),
+}
+
+fn credential_of(attempt: &AttemptRecord) -> Option<Credential> {
+    if let Some(p) = &attempt.prepay_id {
+        return Some(Credential::PrepayId(p.clone()));
+    }
+    if let Some(c) = &attempt.code_url {
+        return Some(Credential::CodeUrl(c.clone()));
+    }
+    attempt.h5_url.clone().map(Credential::H5Url)
+}
+
+pub struct PrepayCall {
+    pub merchant: MerchantRecord,
+    pub trade: TradeType,
+    pub request: PrepayRequest,
+    pub wechatpay_serial: Option<String>,
+}
+
+fn fingerprint(trade: TradeType, request: &PrepayRequest) -> String {
+    // serde_json's map is ordered: equal parameters, equal strings, whatever the key order.
+    let value = serde_json::to_value(request).unwrap_or_default();
+    format!("{}:{value}", trade.as_str())
+}
+
+fn attempt_id(transaction_id: &str, seq: i32) -> String {
+    // 28 + 2 digits: unique per attempt, within WeChat's 6–32 character out_trade_no.
+    format!("{transaction_id}{seq:02}")
+}
+
+fn new_attempt(
+    order: &OrderRecord,
+    seq: i32,
+    channel_id: &str,
+    t: OffsetDateTime,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt_id: attempt_id(&order.transaction_id, seq),
+        transaction_id: order.transaction_id.clone(),
+        seq,
+        channel_id: channel_id.to_string(),
+        state: AttemptState::Created,
+        prepay_id: None,
+        code_url: None,
+        h5_url: None,
+        prepay_expires_at: None,
+        channel_transaction_id: None,
+        error_code: None,
+        error_message: None,
+        decision: Some(format!("merchant's configured channel {channel_id}")),
+        created_at: t,
+        updated_at: t,
+        last_polled_at: None,
+    }
+}
+
+/// §4.1/§4.6: prepay, idempotent by `(mchid, out_trade_no)`.
+pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiError> {
+    let mchid = call.merchant.mchid.clone();
+    let out_trade_no = call.request.out_trade_no.clone();
+    // Concurrent calls on one order serialize (on this node; across nodes the store's
+    // unique key and compare-and-set keep them safe).
+    let _guard = app.order_lock(&mchid, &out_trade_no).lock().await;
+    let fingerprint = fingerprint(call.trade, &call.request);
+    if let Some(existing) = app
+        .store
+        .get_order(&mchid, &out_trade_no)
+        .await
+        .map_err(store_err)?
+    {
+        return prepay_existing(app, &call.merchant, existing, &fingerprint).await;
+    }
+    let t = now();
+    let time_expire = match call.request.time_expire_at()? {
+        // §8: less than a minute away is moved to now + 1 min; default validity 7 days.
+        Some(at) if at < t + Duration::minutes(1) => t + Duration::minutes(1),
+        Some(at) => at,
+        None => t + Duration::days(7),
+    };
+    let snapshot = RequestSnapshot {
+        body: call.request.clone(),
+        wechatpay_serial: call.wechatpay_serial.clone(),
+    };
+    let order = OrderRecord {
+        transaction_id: paygate_core::ids::transaction_id(t),
+        mchid: mchid.clone(),
+        out_trade_no: out_trade_no.clone(),
+        appid: call.request.appid.clone(),
+        trade_type: call.trade.as_str().to_string(),
+        state: OrderState::Notpay,
+        description: call.request.description.clone(),
+        attach: call.request.attach.clone(),
+        notify_url: call.request.notify_url.clone(),
+        total_fen: call.request.amount.total,
+        currency: call.request.amount.currency_or_cny().to_string(),
+        payer_openid: call.request.payer.as_ref().map(|p| p.openid.clone()),
+        time_expire,
+        fingerprint,
+        request_json: serde_json::to_string(&snapshot)
+            .map_err(|e| ApiError::new(ErrorCode::SystemError, e.to_string()))?,
+        created_at: t,
+        updated_at: t,
+        success_time: None,
+        bank_type: None,
+        version: 0,
+    };
+    let attempt = new_attempt(&order, 1, &call.merchant.channel_id, t);
+    match app
+        .store
+        .create_order(&order, &attempt)
+        .await
+        .map_err(store_err)?
+    {
+        CreateOrder::Created => run_attempt(app, &call.merchant, &order, attempt).await,
+        CreateOrder::Exists(existing) => {
+            prepay_existing(app, &call.merchant, existing, &order.fingerprint).await
+        }
+    }
+}
+
+async fn prepay_existing(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    order: OrderRecord,
+    fingerprint: &str,
+) -> Result<Credential, ApiError> {
+    if order.fingerprint != fingerprint {
+        return Err(ApiError::new(
+            ErrorCode::OutTradeNoUsed,
+            "201 商户订单号重复",
+        ));
+    }
+    match order.state {
+        OrderState::Success | OrderState::Refund => {
+            return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付"));
+        }
+        OrderState::Closed => return Err(ApiError::new(ErrorCode::OrderClosed, "该订单已失效")),
+        OrderState::Notpay | OrderState::Payerror => {}
+    }
+    if now() >= order.time_expire {
+        return Err(ApiError::new(ErrorCode::OrderClosed, "该订单已失效"));
+    }
+    let attempts = app
+        .store
+        .attempts(&order.transaction_id)
+        .await
+        .map_err(store_err)?;
+    let Some(latest) = attempts.last().cloned() else {
+        return Err(ApiError::new(
+            ErrorCode::SystemError,
+            "order without attempts",
+        ));
+    };
+    match latest.state {
+        AttemptState::Prepaid if latest.prepay_expires_at.is_some_and(|exp| now() < exp) => {
+            credential_of(&latest).ok_or_else(|| {
+                ApiError::new(ErrorCode::SystemError, "prepaid attempt without credential")
+            })
+        }
+        // Expired credential, or an outcome never learnt: the same attempt again, with the
+        // same parameters, which the channel answers idempotently (§4.6).
+        AttemptState::Prepaid | AttemptState::Created | AttemptState::Unknown => {
+            run_attempt(app, merchant, &order, latest).await
+        }
+        AttemptState::Failed | AttemptState::Closed => {
+            let attempt = new_attempt(&order, latest.seq + 1, &merchant.channel_id, now());
+            app.store
+                .insert_attempt(&attempt)
+                .await
+                .map_err(store_err)?;
+            run_attempt(app, merchant, &order, attempt).await
+        }
+        AttemptState::Paid => Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付")),
+    }
+}
+
+/// Calls the channel for `attempt` and persists the outcome. A timeout is unknown: the
+/// channel is asked before anything is decided.
+async fn run_attempt(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    order: &OrderRecord,
+    attempt: AttemptRecord,
+) -> Result<Credential, ApiError> {
+    let channel = app.channel(&attempt.channel_id)?;
+    let (request, trade) = channel_prepay(order, &attempt, merchant)?;
+    let mut result = channel.prepay(&request).await;
+    let mut retries = 0;
+    while let Err(ChannelError::Unknown { .. }) = &result {
+        if retries >= UNKNOWN_RETRIES_MAX {
+            break;
+        }
+        retries += 1;
+        // Does the channel have the order? Either way the same prepay is safe: WeChat answers
+        // identical parameters with the (refreshed) credential and never makes a second order.
+        match channel.query(&attempt.attempt_id, &request.sub).await {
+            Ok(Some(tx))
+                if tx.trade_state != TradeState::Notpay
+                    && tx.trade_state != TradeState::Payerror =>
+            {
+                apply_channel_transaction(app, &attempt.attempt_id, &tx, "prepay").await?;
+                break;
+            }
+            Ok(_) => result = channel.prepay(&request).await,
+            Err(_) => break,
+        }
+    }
+    let t = now();
+    let open = [
+        AttemptState::Created,
+        AttemptState::Unknown,
+        AttemptState::Prepaid,
+    ];
+    match result {
+        Ok(credential) => {
+            let mut change =
+                AttemptChange::to(&attempt.attempt_id, &open, AttemptState::Prepaid, t);
+            change.prepay_expires_at = Some((t + credential_ttl(trade)).min(order.time_expire));
+            let answer = match credential {
+                PrepayCredential::PrepayId(p) => {
+                    change.prepay_id = Some(p.clone());
+                    Credential::PrepayId(p)
+                }
+                PrepayCredential::CodeUrl(c) => {
+                    change.code_url = Some(c.clone());
+                    Credential::CodeUrl(c)
+                }
+                PrepayCredential::H5Url(h) => {
+                    change.h5_url = Some(h.clone());
+                    Credential::H5Url(h)
+                }
+            };
+            app.store.update_attempt(&change).await.map_err(store_err)?;
+            Ok(answer)
+        }
+        Err(e) => {
+            let state = match &e {
+                ChannelError::Unknown { .. } => AttemptState::Unknown,
+                ChannelError::Rejected { .. } => AttemptState::Failed,
+            };
+            let mut change = AttemptChange::to(
+                &attempt.attempt_id,
+                &[AttemptState::Created, AttemptState::Unknown],
+                state,
+                t,
+            );
+            change.error_code = e
+                .code()
+                .map(str::to_string)
+                .or_else(|| Some("UNKNOWN".into()));
+            change.error_message = Some(e.to_string());
+            app.store.update_attempt(&change).await.map_err(store_err)?;
+            Err(channel_error_to_api(&e))
+        }
+    }
+}
+
+/// What applying a channel transaction did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Paid,
+    PaidAfterClose,
+    AlreadyFinal,
+    AttemptClosed,
+    Unchanged,
+    UnknownAttempt,
+}
+
+/// Applies what the channel says about one attempt, through the order state machine.
+/// Duplicates and reordering are harmless: a final state never moves back.
+pub async fn apply_channel_transaction(
+    app: &AppState,
+    attempt_id: &str,
+    tx: &Transaction,
+    source: &str,
+) -> Result<Applied, ApiError> {
+    for _ in 0..CAS_RETRIES_MAX {
+        let Some((order, attempt)) = app
+            .store
+            .find_attempt(attempt_id)
+            .await
+            .map_err(store_err)?
+        else {
+            tracing::warn!(
+                attempt_id,
+                source,
+                "channel transaction for an unknown attempt"
+            );
+            return Ok(Applied::UnknownAttempt);
+        };
+        let t = now();
+        let applied = match tx.trade_state {
+            TradeState::Success | TradeState::Refund => {
+                if matches!(order.state, OrderState::Success | OrderState::Refund) {
+                    if attempt.state != AttemptState::Paid {
+                        // A second attempt paid: money to give back (refunds come with the ledger).
+                        tracing::error!(attempt_id, transaction_id = %order.transaction_id, "a second attempt was paid");
+                    }
+                    return Ok(Applied::AlreadyFinal);
+                }
+                let change = paid_change(&order, &attempt, tx, source, t);
+                let late = order.state == OrderState::Closed;
+                if app
+                    .store
+                    .apply_order_change(&change)
+                    .await
+                    .map_err(store_err)?
+                {
+                    app.outbox_wake.notify_one();
+                    return Ok(if late {
+                        Applied::PaidAfterClose
+                    } else {
+                        Applied::Paid
+                    });
+                }
+                continue;
+            }
+            TradeState::Closed | TradeState::Revoked => {
+                let change = AttemptChange::to(
+                    attempt_id,
+                    &[
+                        AttemptState::Created,
+                        AttemptState::Prepaid,
+                        AttemptState::Unknown,
+                    ],
+                    AttemptState::Closed,
+                    t,
+                );
+                app.store.update_attempt(&change).await.map_err(store_err)?;
+                Applied::AttemptClosed
+            }
+            TradeState::Payerror if order.state == OrderState::Notpay => {
+                let change = OrderChange {
+                    transaction_id: order.transaction_id.clone(),
+                    expected_state: OrderState::Notpay,
+                    new_state: OrderState::Payerror,
+                    success_time: None,
+                    bank_type: None,
+                    payer_openid: None,
+                    updated_at: t,
+                    attempt: None,
+                    notification: None,
+                    repair: None,
+                };
+                if !app
+                    .store
+                    .apply_order_change(&change)
+                    .await
+                    .map_err(store_err)?
+                {
+                    continue;
+                }
+                Applied::Unchanged
+            }
+            _ => Applied::Unchanged,
+        };
+        return Ok(applied);
+    }
+    Err(ApiError::new(
+        ErrorCode::SystemError,
+        "order changed concurrently too often",
+    ))
+}
+
+fn paid_change(
+    order: &OrderRecord,
+    attempt: &AttemptRecord,
+    tx: &Transaction,
+    source: &str,
+    t: OffsetDateTime,
+) -> OrderChange {
+    let success_time = tx
+        .success_time
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .unwrap_or(t);
+    let payer_openid = tx
+        .payer
+        .as_ref()
+        .and_then(|p| {
+            p.openid
+                .clone()
+                .or_else(|| p.sub_openid.clone())
+                .or_else(|| p.sp_openid.clone())
+        })
+        .or_else(|| order.payer_openid.clone());
+    let mut paid = order.clone();
+    paid.state = OrderState::Success;
+    paid.success_time = Some(success_time);
+    paid.bank_type = tx.bank_type.clone();
+    paid.payer_openid = payer_openid.clone();
+    let plaintext = serde_json::to_string(&crate::views::transaction(&paid)).unwrap_or_default();
+    let mut attempt_change = AttemptChange::to(
+        &attempt.attempt_id,
+        &[
+            AttemptState::Created,
+            AttemptState::Prepaid,
+            AttemptState::Unknown,
+            AttemptState::Closed,
+            AttemptState::Failed,
+        ],
+        AttemptState::Paid,
+        t,
+    );
+    attempt_change.channel_transaction_id = tx.transaction_id.clone();
+    let repair = (order.state == OrderState::Closed).then(|| RepairRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        transaction_id: order.transaction_id.clone(),
+        source: source.to_string(),
+        way: "late_payment_after_close".into(),
+        before_state: OrderState::Closed,
+        after_state: OrderState::Success,
+        detail: format!(
+            "channel attempt {} reported SUCCESS after the order was closed",
+            attempt.attempt_id
+        ),
+        at: t,
+    });
+    OrderChange {
+        transaction_id: order.transaction_id.clone(),
+        expected_state: order.state,
+        new_state: OrderState::Success,
+        success_time: Some(success_time),
+        bank_type: tx.bank_type.clone(),
+        payer_openid,
+        updated_at: t,
+        attempt: Some(attempt_change),
+        notification: Some(NotificationRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            mchid: order.mchid.clone(),
+            transaction_id: order.transaction_id.clone(),
+            event_type: "TRANSACTION.SUCCESS".into(),
+            url: order.notify_url.clone(),
+            plaintext,
+            state: NotificationState::Pending,
+            attempts: 0,
+            next_attempt_at: t,
+            lease_until: None,
+            created_at: t,
+            delivered_at: None,
+        }),
+        repair,
+    }
+}
+
+/// Closes an order: every open attempt is closed at its channel first, so no payment can
+/// arrive for an order the merchant was told is closed; a payment found there wins.
+pub async fn close(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    order: &OrderRecord,
+    source: &str,
+) -> Result<OrderState, ApiError> {
+    let _guard = app
+        .order_lock(&order.mchid, &order.out_trade_no)
+        .lock()
+        .await;
+    let attempts = app
+        .store
+        .attempts(&order.transaction_id)
+        .await
+        .map_err(store_err)?;
+    for attempt in attempts.iter().filter(|a| {
+        matches!(
+            a.state,
+            AttemptState::Created | AttemptState::Prepaid | AttemptState::Unknown
+        )
+    }) {
+        let channel = app.channel(&attempt.channel_id)?;
+        let sub = sub_of(merchant);
+        match channel.close(&attempt.attempt_id, &sub).await {
+            Ok(CloseOutcome::Closed) => {
+                let change = AttemptChange::to(
+                    &attempt.attempt_id,
+                    &[
+                        AttemptState::Created,
+                        AttemptState::Prepaid,
+                        AttemptState::Unknown,
+                    ],
+                    AttemptState::Closed,
+                    now(),
+                );
+                app.store.update_attempt(&change).await.map_err(store_err)?;
+            }
+            Ok(CloseOutcome::AlreadyPaid) => {
+                let tx = channel
+                    .query(&attempt.attempt_id, &sub)
+                    .await
+                    .map_err(|e| channel_error_to_api(&e))?
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::SystemError, "channel says paid but has no order")
+                    })?;
+                apply_channel_transaction(app, &attempt.attempt_id, &tx, source).await?;
+                return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付"));
+            }
+            // Never reached the channel: nothing to close there.
+            Err(ChannelError::Rejected { code, .. })
+                if code == "ORDER_NOT_EXIST" || code == "RESOURCE_NOT_EXISTS" =>
+            {
+                let change = AttemptChange::to(
+                    &attempt.attempt_id,
+                    &[AttemptState::Created, AttemptState::Unknown],
+                    AttemptState::Failed,
+                    now(),
+                );
+                app.store.update_attempt(&change).await.map_err(store_err)?;
+            }
+            Err(e) => return Err(channel_error_to_api(&e)),
+        }
+    }
+    for _ in 0..CAS_RETRIES_MAX {
+        let Some(current) = app
+            .store
+            .get_order_by_transaction_id(&order.transaction_id)
+            .await
+            .map_err(store_err)?
+        else {
+            return Err(ApiError::new(ErrorCode::OrderNotExist, "订单不存在"));
+        };
+        match current.state {
+            OrderState::Success | OrderState::Refund => {
+                return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付"));
+            }
+            OrderState::Closed => return Ok(OrderState::Closed),
+            OrderState::Notpay | OrderState::Payerror => {}
+        }
+        let change = OrderChange {
+            transaction_id: current.transaction_id.clone(),
+            expected_state: current.state,
+            new_state: OrderState::Closed,
+            success_time: None,
+            bank_type: None,
+            payer_openid: None,
+            updated_at: now(),
+            attempt: None,
+            notification: None,
+            repair: None,
+        };
+        if app
+            .store
+            .apply_order_change(&change)
+            .await
+            .map_err(store_err)?
+        {
+            return Ok(OrderState::Closed);
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::SystemError,
+        "order changed concurrently too often",
+    ))
+}

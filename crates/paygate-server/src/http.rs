@@ -1,0 +1,261 @@
+//! The gateway's HTTP edge: shared state, the merchant authentication layer (raw bytes,
+//! any parameter order, ±5 min, no replays; disabled merchants get NO_AUTH) and the signing
+//! of every answer (204 included) with the platform key the request asks for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use paygate_channel::WxChannel;
+use paygate_core::error::{ApiError, ErrorCode};
+use paygate_store::{MerchantRecord, Store};
+use paygate_wxpay::server::{NonceCache, answer_headers, replay_error, request_id, verify_request};
+use paygate_wxpay::sign::Authorization;
+
+use crate::config::Config;
+use crate::keys::PlatformKeys;
+use crate::merchants::{MerchantCache, key_lookup};
+
+/// Requests larger than this are refused before parsing.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Per-order locks are striped: concurrent calls on one order serialize within a node.
+const ORDER_LOCK_STRIPES: usize = 1024;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: PlatformKeys,
+    pub merchants: MerchantCache,
+    pub channels: HashMap<String, Arc<WxChannel>>,
+    pub default_channel: String,
+    pub nonces: Mutex<NonceCache>,
+    pub base_url: String,
+    pub operator_token: String,
+    pub order_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Wakes the outbox worker when a notification was just written.
+    pub outbox_wake: tokio::sync::Notify,
+    pub http: reqwest::Client,
+    pub time_scale: u32,
+}
+
+impl AppState {
+    pub fn channel(&self, id: &str) -> Result<&Arc<WxChannel>, ApiError> {
+        self.channels.get(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::SystemError,
+                format!("channel {id} is not configured"),
+            )
+        })
+    }
+
+    pub fn order_lock(&self, mchid: &str, out_trade_no: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (mchid, out_trade_no).hash(&mut h);
+        &self.order_locks[(h.finish() as usize) % self.order_locks.len()]
+    }
+
+    pub fn new_order_locks() -> Vec<tokio::sync::Mutex<()>> {
+        (0..ORDER_LOCK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect()
+    }
+
+    /// A protocol delay divided by the sandbox time scale.
+    pub fn scaled(&self, d: std::time::Duration) -> std::time::Duration {
+        (d / self.time_scale.max(1)).max(std::time::Duration::from_millis(1))
+    }
+}
+
+/// The authenticated merchant of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub merchant: MerchantRecord,
+    /// The `Wechatpay-Serial` sent, if it names one of the platform keys.
+    pub wechatpay_serial: Option<String>,
+}
+
+/// Marks an answer that goes out unsigned.
+#[derive(Clone, Copy)]
+pub struct Unsigned;
+
+#[derive(Debug)]
+pub struct ApiFail(pub ApiError);
+
+impl From<ApiError> for ApiFail {
+    fn from(e: ApiError) -> Self {
+        ApiFail(e)
+    }
+}
+
+impl IntoResponse for ApiFail {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, self.0.to_body())
+    }
+}
+
+pub type ApiResult = Result<Response, ApiFail>;
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+pub fn ok_json<T: serde::Serialize>(value: &T) -> ApiResult {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| ApiFail(ApiError::new(ErrorCode::SystemError, e.to_string())))?;
+    Ok(json_response(StatusCode::OK, body))
+}
+
+pub fn no_content() -> ApiResult {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+pub fn internal(e: impl std::fmt::Display) -> ApiFail {
+    tracing::error!(error = %e, "internal error");
+    ApiFail(ApiError::new(
+        ErrorCode::SystemError,
+        "系统错误，请使用相同参数重试",
+    ))
+}
+
+async fn authenticate(
+    app: &AppState,
+    method: &str,
+    target: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Caller, ApiFail> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    // The merchant is fetched (async, cached) before the synchronous verification.
+    let mchid = authorization
+        .and_then(|a| Authorization::parse(a).ok())
+        .map(|a| a.mchid);
+    let merchant = match &mchid {
+        Some(m) => app
+            .merchants
+            .get(app.store.as_ref(), m)
+            .await
+            .map_err(internal)?,
+        None => None,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let auth = verify_request(authorization, method, target, body, now, |_, serial| {
+        key_lookup(merchant.as_ref(), serial)
+    })?;
+    let fresh = app
+        .nonces
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_and_insert(&auth.mchid, &auth.nonce_str, now);
+    if !fresh {
+        return Err(ApiFail(replay_error()));
+    }
+    let merchant = merchant.ok_or_else(|| ApiFail(ApiError::of(ErrorCode::MchNotExists)))?;
+    let wechatpay_serial = headers
+        .get("Wechatpay-Serial")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| app.keys.knows(s))
+        .map(str::to_string);
+    Ok(Caller {
+        merchant: merchant.record,
+        wechatpay_serial,
+    })
+}
+
+/// Authenticates merchant calls over their raw bytes and signs whatever is answered.
+pub async fn merchant_layer(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let request_id = request_id();
+    let (parts, body) = req.into_parts();
+    let requested_serial = parts
+        .headers
+        .get("Wechatpay-Serial")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string());
+    let response = async {
+        let body = axum::body::to_bytes(body, BODY_BYTES_MAX)
+            .await
+            .map_err(|_| {
+                ApiFail(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("请求体超过 {BODY_BYTES_MAX} 字节"),
+                ))
+            })?;
+        // Verified over the raw request target as received, percent-encoding included.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let caller =
+            authenticate(&app, parts.method.as_str(), &target, &parts.headers, &body).await?;
+        let mut req = Request::from_parts(parts, Body::from(body));
+        req.extensions_mut().insert(caller);
+        Ok::<_, ApiFail>(next.run(req).await)
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    sign(&app, requested_serial.as_deref(), response, &request_id).await
+}
+
+async fn sign(
+    app: &AppState,
+    requested_serial: Option<&str>,
+    response: Response,
+    request_id: &str,
+) -> Response {
+    let unsigned = response.extensions().get::<Unsigned>().is_some();
+    let (mut parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        parts.headers.insert("Request-ID", v);
+    }
+    if !unsigned {
+        let (key, serial) = app.keys.answer_key(requested_serial);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(headers) = answer_headers(key, serial, &body, now) {
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    parts.headers.insert(name, v);
+                }
+            }
+        }
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, Body::from(body))
+}
+
+pub async fn not_found() -> ApiFail {
+    ApiFail(
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "请求的资源不存在：请检查 URL 与 HTTP 方法",
+        )
+        .with_status(404),
+    )
+}

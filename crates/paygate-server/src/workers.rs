@@ -1,0 +1,238 @@
+//! Background workers: the poller (asks channels about pending attempts, closes expired
+//! orders at the channel first) and the outbox (delivers merchant notifications on WeChat's
+//! schedule). Both work from the store, so they resume after a restart or a `kill -9`, and
+//! several nodes can run them at once (leases, compare-and-set).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paygate_core::timefmt::rfc3339_beijing;
+use paygate_store::{
+    AttemptChange, AttemptState, DeliveryOutcome, DeliveryRecord, NotificationRecord,
+};
+use paygate_wxpay::crypto::aead::AeadAlgorithm;
+use paygate_wxpay::notify::Notification;
+use paygate_wxpay::server::{answer_headers, request_id};
+use time::OffsetDateTime;
+
+use crate::flow::{RequestSnapshot, apply_channel_transaction, close, sub_of};
+use crate::http::AppState;
+
+/// Intervals after the previous attempt (§3.4), before the sandbox time scale.
+pub const RETRY_SCHEDULE_S: [u64; 15] = [
+    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+];
+/// §3.4: a merchant must answer within 5 s.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_BATCH_MAX: u32 = 200;
+/// An attempt that never reached the channel is given up after this long.
+const NEVER_ARRIVED_AFTER: time::Duration = time::Duration::minutes(2);
+
+pub fn spawn(app: Arc<AppState>) {
+    let poller = Arc::clone(&app);
+    tokio::spawn(async move {
+        let every = poller.scaled(Duration::from_millis(
+            poller.config.workers.poll_interval_ms,
+        ));
+        loop {
+            if let Err(e) = poll_once(&poller).await {
+                tracing::warn!(error = %e, "poller round failed");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    tokio::spawn(async move {
+        let every = Duration::from_millis(app.config.workers.outbox_interval_ms);
+        loop {
+            if let Err(e) = outbox_once(&app).await {
+                tracing::warn!(error = %e, "outbox round failed");
+            }
+            // Woken at once when a notification is written, else on the interval.
+            let _ = tokio::time::timeout(every, app.outbox_wake.notified()).await;
+        }
+    });
+}
+
+/// One poller round; returns how many attempts it looked at.
+pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let min_age = app.scaled(Duration::from_millis(app.config.workers.poll_min_age_ms));
+    let polled_before = now - time::Duration::try_from(min_age).unwrap_or(time::Duration::ZERO);
+    let due = app
+        .store
+        .attempts_to_poll(polled_before, POLL_BATCH_MAX)
+        .await?;
+    let n = due.len();
+    for (order, attempt) in due {
+        let Some(merchant) = app.store.get_merchant(&order.mchid).await? else {
+            continue;
+        };
+        let Some(channel) = app.channels.get(&attempt.channel_id) else {
+            continue;
+        };
+        if now >= order.time_expire {
+            // Expired: closed at the channel first; a payment found there wins.
+            if let Err(e) = close(app, &merchant, &order, "poller").await {
+                tracing::info!(transaction_id = %order.transaction_id, error = %e.message, "expiry close deferred");
+            }
+            continue;
+        }
+        match channel.query(&attempt.attempt_id, &sub_of(&merchant)).await {
+            Ok(Some(tx)) => {
+                if let Err(e) =
+                    apply_channel_transaction(app, &attempt.attempt_id, &tx, "poller").await
+                {
+                    tracing::warn!(attempt = %attempt.attempt_id, error = %e.message, "poller could not apply");
+                }
+            }
+            Ok(None) if now - attempt.created_at > NEVER_ARRIVED_AFTER => {
+                let change = AttemptChange::to(
+                    &attempt.attempt_id,
+                    &[AttemptState::Created, AttemptState::Unknown],
+                    AttemptState::Failed,
+                    now,
+                );
+                app.store.update_attempt(&change).await?;
+            }
+            Ok(None) | Err(_) => {}
+        }
+        let mut touched =
+            AttemptChange::to(&attempt.attempt_id, &[attempt.state], attempt.state, now);
+        touched.last_polled_at = Some(now);
+        app.store.update_attempt(&touched).await?;
+    }
+    Ok(n)
+}
+
+/// One outbox round: claims due notifications and delivers them concurrently.
+pub async fn outbox_once(app: &Arc<AppState>) -> Result<usize, paygate_store::StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let lease = time::Duration::milliseconds(app.config.workers.outbox_lease_ms as i64);
+    let claimed = app
+        .store
+        .claim_notifications(now, now + lease, app.config.workers.outbox_batch_max)
+        .await?;
+    let n = claimed.len();
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        app.config.workers.deliveries_in_flight_max.max(1),
+    ));
+    let mut tasks = Vec::with_capacity(n);
+    for record in claimed {
+        let app = Arc::clone(app);
+        let permit = Arc::clone(&limit).acquire_owned().await;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = deliver(&app, &record).await {
+                tracing::warn!(notification = %record.id, error = %e, "recording a delivery failed");
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(n)
+}
+
+/// Seals, signs and POSTs one notification, then records the attempt and what follows.
+pub async fn deliver(
+    app: &AppState,
+    record: &NotificationRecord,
+) -> Result<(), paygate_store::StoreError> {
+    let started = std::time::Instant::now();
+    let attempt = record.attempts + 1;
+    let (status, error) = match envelope(app, record).await {
+        Ok((body, headers)) => {
+            let mut req = app
+                .http
+                .post(&record.url)
+                .timeout(ACK_TIMEOUT)
+                .header("Content-Type", "application/json")
+                .header("Request-ID", request_id())
+                .body(body);
+            for (name, value) in headers {
+                req = req.header(name, value);
+            }
+            match req.send().await {
+                Ok(resp) => (Some(i32::from(resp.status().as_u16())), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        Err(e) => (None, Some(e)),
+    };
+    let at = OffsetDateTime::now_utc();
+    let acked = status.is_some_and(|s| (200..300).contains(&s));
+    let outcome = if acked {
+        DeliveryOutcome::Delivered
+    } else {
+        match RETRY_SCHEDULE_S.get(record.attempts.max(0) as usize) {
+            Some(wait_s) => {
+                let wait = app.scaled(Duration::from_secs(*wait_s));
+                DeliveryOutcome::Retry {
+                    next_attempt_at: at
+                        + time::Duration::try_from(wait).unwrap_or(time::Duration::ZERO),
+                }
+            }
+            None => DeliveryOutcome::GaveUp,
+        }
+    };
+    let delivery = DeliveryRecord {
+        notification_id: record.id.clone(),
+        attempt,
+        at,
+        http_status: status,
+        error,
+        duration_ms: started.elapsed().as_millis() as i64,
+    };
+    app.store.finish_delivery(&delivery, &outcome).await
+}
+
+/// The envelope bytes and signature headers: sealed with the merchant's APIv3 key, signed by
+/// the platform key the merchant asked for at prepay (public key or certificate).
+async fn envelope(
+    app: &AppState,
+    record: &NotificationRecord,
+) -> Result<(Vec<u8>, Vec<(&'static str, String)>), String> {
+    let merchant = app
+        .store
+        .get_merchant(&record.mchid)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("merchant {} is gone", record.mchid))?;
+    let requested = match app
+        .store
+        .get_order_by_transaction_id(&record.transaction_id)
+        .await
+    {
+        Ok(Some(order)) => RequestSnapshot::of(&order)
+            .ok()
+            .and_then(|s| s.wechatpay_serial),
+        _ => None,
+    };
+    let (original_type, summary) = if record.event_type.starts_with("REFUND") {
+        ("refund", "退款成功")
+    } else {
+        ("transaction", "支付成功")
+    };
+    let sealed = Notification::seal(
+        AeadAlgorithm::Aes256Gcm,
+        merchant.apiv3_key.as_bytes(),
+        &record.event_type,
+        summary,
+        original_type,
+        original_type,
+        record.plaintext.as_bytes(),
+        record.id.clone(),
+        rfc3339_beijing(record.created_at),
+    )
+    .map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(&sealed).map_err(|e| e.to_string())?;
+    let (key, serial) = app.keys.answer_key(requested.as_deref());
+    let headers = answer_headers(
+        key,
+        serial,
+        &body,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((body, headers.to_vec()))
+}
