@@ -1,0 +1,299 @@
+//! paygate's persistence: the records the gateway keeps and the [`Store`] trait over them,
+//! with two implementations: SQLite (embedded default, one file under the data directory)
+//! and PostgreSQL (scale-out, several nodes sharing one database).
+//!
+//! Every change of an order is one [`OrderChange`]: the compare-and-set of the order's state,
+//! the attempt's update, the merchant notification (transactional outbox) and the repair
+//! record are written in ONE database transaction, or not at all (DESIGN.md rule 1).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), paygate_store::StoreError> {
+//! let store = paygate_store::open("sqlite://./paygate-data/paygate.db").await?;
+//! let merchant = store.get_merchant("1900000109").await?;
+//! # let _ = merchant; Ok(()) }
+//! ```
+
+mod codec;
+mod migrate;
+pub mod postgres;
+pub mod records;
+pub mod sqlite;
+
+pub use codec::{from_unix_ms, truncate_to_ms, unix_ms};
+pub use postgres::{PgOptions, PgStore};
+pub use records::*;
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A unique key already exists (merchant id, certificate serial, ...).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database holds something the code cannot read (a bad enum string, say).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("bad database URL: {0}")]
+    BadUrl(String),
+}
+
+/// What [`Store::create_order`] found.
+// Built once per create_order call; boxing `Exists` would change a type others code against.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOrder {
+    Created,
+    /// `(mchid, out_trade_no)` was taken: the existing order, for the idempotency decision.
+    Exists(OrderRecord),
+}
+
+/// How a delivery attempt of a notification ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry {
+        next_attempt_at: OffsetDateTime,
+    },
+    /// The schedule is exhausted: kept for an operator's re-send.
+    GaveUp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend: `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    // ---- merchants ----
+    /// Inserts the merchant with its first API certificate, in one transaction.
+    async fn insert_merchant(
+        &self,
+        merchant: &MerchantRecord,
+        cert: &MerchantCertRecord,
+    ) -> Result<(), StoreError>;
+    async fn get_merchant(&self, mchid: &str) -> Result<Option<MerchantRecord>, StoreError>;
+    async fn list_merchants(&self) -> Result<Vec<MerchantRecord>, StoreError>;
+    /// False if no such merchant.
+    async fn set_merchant_status(
+        &self,
+        mchid: &str,
+        status: MerchantStatus,
+    ) -> Result<bool, StoreError>;
+    /// Registers another certificate (a merchant's own, or a rotation). Conflict if the serial exists.
+    async fn add_merchant_cert(&self, cert: &MerchantCertRecord) -> Result<(), StoreError>;
+    async fn merchant_certs(&self, mchid: &str) -> Result<Vec<MerchantCertRecord>, StoreError>;
+
+    // ---- the gateway's platform signing keys ----
+    /// Conflict if `key_id` exists (two nodes racing to create the first key: the loser re-reads).
+    async fn insert_platform_key(&self, key: &PlatformKeyRecord) -> Result<(), StoreError>;
+    async fn platform_keys(&self) -> Result<Vec<PlatformKeyRecord>, StoreError>;
+
+    // ---- orders and attempts ----
+    /// Inserts the order and its first attempt in one transaction, unless
+    /// `(mchid, out_trade_no)` exists, in which case nothing is written.
+    async fn create_order(
+        &self,
+        order: &OrderRecord,
+        first_attempt: &AttemptRecord,
+    ) -> Result<CreateOrder, StoreError>;
+    async fn get_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<OrderRecord>, StoreError>;
+    async fn get_order_by_transaction_id(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<OrderRecord>, StoreError>;
+    /// Attempts of an order, by `seq`.
+    async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// The attempt whose channel out_trade_no is `attempt_id`, with its order.
+    async fn find_attempt(
+        &self,
+        attempt_id: &str,
+    ) -> Result<Option<(OrderRecord, AttemptRecord)>, StoreError>;
+    /// A further attempt (retry or failover) on an existing order.
+    async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+    /// Compare-and-set on the attempt's state; false (nothing written) if the attempt is not in
+    /// one of `change.expected_states`.
+    async fn update_attempt(&self, change: &AttemptChange) -> Result<bool, StoreError>;
+    /// The one write path for an order's state: all or nothing, false if the order's state is
+    /// no longer `change.expected_state` (someone else moved it first).
+    async fn apply_order_change(&self, change: &OrderChange) -> Result<bool, StoreError>;
+    /// Work for the poller: attempts in CREATED, PREPAID or UNKNOWN whose order is still open
+    /// (NOTPAY/PAYERROR), not polled since `polled_before` (or never), oldest first.
+    async fn attempts_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(OrderRecord, AttemptRecord)>, StoreError>;
+    async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError>;
+
+    // ---- merchant notifications (the outbox) ----
+    /// Claims up to `limit` PENDING notifications due at `now` whose lease is free, leasing them
+    /// until `lease_until` (so a second node, or a restarted one, does not send them twice at once).
+    async fn claim_notifications(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+    /// Records one attempt and its outcome, releasing the lease; attempts += 1.
+    async fn finish_delivery(
+        &self,
+        delivery: &DeliveryRecord,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError>;
+    /// Operator re-send: back to PENDING, due at `now`. False if no such notification.
+    async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
+    async fn notifications_of(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+    async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+}
+
+/// Opens a store by URL: `sqlite://PATH` (created with its directory if missing) or
+/// `postgres://…` / `postgresql://…`. Migrations are applied before it returns.
+///
+/// Optional query parameters:
+/// - SQLite: `synchronous=full|normal` (default full, see [`sqlite`]), `readers=N` (read
+///   connections, default [`sqlite::READERS_DEFAULT`]).
+/// - PostgreSQL: `max_connections=N` (pool size, default [`postgres::MAX_CONNECTIONS_DEFAULT`])
+///   and `schema=NAME`: the store's tables live in that schema, created if missing (the
+///   connections' `search_path` is set to it). Tests use it to get a database of their own
+///   inside a shared server; see [`open_postgres_in_schema`]. Other parameters go to sqlx.
+///
+/// Times are kept as whole Unix milliseconds: a record read back carries its times cut to the
+/// millisecond ([`truncate_to_ms`]), in UTC.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if let Some(tail) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let (path, options) = SqliteOptions::from_url_tail(tail)?;
+        return Ok(std::sync::Arc::new(SqliteStore::open(path, options).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(PgStore::connect_url(url).await?));
+    }
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    Err(StoreError::BadUrl(format!(
+        "unknown store scheme {scheme:?}: want sqlite:// or postgres://"
+    )))
+}
+
+/// Opens a PostgreSQL store whose tables live in `schema` (created if missing), for a test
+/// that wants a fresh database inside the shared server. `url` is a plain `postgres://` URL.
+/// Clean up with [`drop_postgres_schema`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), paygate_store::StoreError> {
+/// let url = "postgres://postgres@127.0.0.1:5432/test";
+/// let schema = "t_0f3a9c";
+/// let store = paygate_store::open_postgres_in_schema(url, schema).await?;
+/// // ... the test ...
+/// drop(store);
+/// paygate_store::drop_postgres_schema(url, schema).await?;
+/// # Ok(()) }
+/// ```
+pub async fn open_postgres_in_schema(
+    url: &str,
+    schema: &str,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let (url, mut options) = PgOptions::from_url(url)?;
+    options.schema = Some(postgres::check_schema_name(schema)?.to_string());
+    Ok(std::sync::Arc::new(PgStore::connect(&url, &options).await?))
+}
+
+/// Drops `schema` and all it holds (the clean-up of [`open_postgres_in_schema`]).
+pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    postgres::drop_schema(url, schema).await
+}
+
+/// `a=1&b=2` as key/value pairs (no percent-decoding: every value the store takes is plain).
+pub(crate) fn url_params(query: &str) -> Result<Vec<(&str, &str)>, StoreError> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| StoreError::BadUrl(format!("URL parameter {p:?} has no value")))
+        })
+        .collect()
+}
+
+/// A count from a URL: 1..=max.
+pub(crate) fn parse_count(name: &str, value: &str, max: usize) -> Result<usize, StoreError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(StoreError::BadUrl(format!(
+            "{name}={value}: want a number from 1 to {max}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_rejects_unknown_schemes_and_bad_parameters() {
+        for url in [
+            "mysql://root@localhost/test",
+            "nothing",
+            "sqlite://",
+            "sqlite:///tmp/x.db?synchronous=off",
+            "sqlite:///tmp/x.db?readers=0",
+            "sqlite:///tmp/x.db?journal=wal",
+            "postgres://postgres@127.0.0.1/test?schema=Bad-Name",
+            "postgres://postgres@127.0.0.1/test?max_connections=many",
+        ] {
+            assert!(
+                matches!(open(url).await, Err(StoreError::BadUrl(_))),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_url_keeps_foreign_parameters_for_sqlx() {
+        let (url, options) = PgOptions::from_url(
+            "postgres://u@h/db?sslmode=disable&schema=t_1&max_connections=4&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable&application_name=x");
+        assert_eq!(options.schema.as_deref(), Some("t_1"));
+        assert_eq!(options.max_connections, 4);
+        let (url, options) = PgOptions::from_url("postgresql://u@h/db").unwrap();
+        assert_eq!(url, "postgresql://u@h/db");
+        assert_eq!(options.max_connections, postgres::MAX_CONNECTIONS_DEFAULT);
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["t_abc", "_x", "a1"] {
+            assert!(postgres::check_schema_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1a", "A", "a-b", "a\"b", "a;drop", &"a".repeat(64)] {
+            assert!(postgres::check_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sqlite_url_tail_gives_path_and_options() {
+        let (path, options) =
+            SqliteOptions::from_url_tail("./data/p.db?synchronous=normal&readers=2").unwrap();
+        assert_eq!(path, std::path::PathBuf::from("./data/p.db"));
+        assert_eq!(options.synchronous, SqliteSync::Normal);
+        assert_eq!(options.readers, 2);
+        let (path, options) = SqliteOptions::from_url_tail("/abs/p.db").unwrap();
+        assert_eq!(path, std::path::PathBuf::from("/abs/p.db"));
+        assert_eq!(options.synchronous, SqliteSync::Full);
+    }
+}

@@ -1,0 +1,835 @@
+//! The scale-out backend: PostgreSQL through an sqlx pool. Several `paygate serve` nodes share
+//! one database, so everything that must not happen twice is decided by the database: the
+//! order CAS (`… WHERE state = expected`, row-locked), the idempotency key (`ON CONFLICT DO
+//! NOTHING`, which waits for a concurrent insert of the same key), and the outbox claim
+//! (`FOR UPDATE SKIP LOCKED` plus a lease, so a dead node's claims come back when it expires).
+//! Each writing method is one transaction; group commit is PostgreSQL's own, across the pool.
+//!
+//! URL: `postgres://…[?schema=NAME&max_connections=N]` (or `postgresql://`). Other query
+//! parameters (`sslmode`, …) go to sqlx. `schema` puts every table in that schema (created if
+//! missing) by setting the connections' `search_path`: this is how tests, and several
+//! independent gateways, share one database without seeing each other.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use time::OffsetDateTime;
+
+use crate::codec::{
+    self, ATTEMPT_COLS, CERT_COLS, Cols, DELIVERY_COLS, MERCHANT_COLS, NOTIFICATION_COLS,
+    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, opt_ms, unix_ms,
+};
+use crate::{
+    AttemptChange, AttemptRecord, CreateOrder, DeliveryOutcome, DeliveryRecord, MerchantCertRecord,
+    MerchantRecord, MerchantStatus, NotificationRecord, NotificationState, OrderChange,
+    OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
+};
+
+/// Pool size unless told otherwise (measured.md: 16 connections commit ~20k tx/s).
+pub const MAX_CONNECTIONS_DEFAULT: u32 = 16;
+/// Upper bound on `max_connections` from a URL.
+pub const MAX_CONNECTIONS_MAX: usize = 1024;
+/// How long a call waits for a free connection before failing.
+pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// A schema name, as `schema=` accepts it: lowercase letters, digits and `_`, at most 63 bytes
+/// (PostgreSQL's identifier length), not starting with a digit. No quoting games.
+pub const SCHEMA_NAME_BYTES_MAX: usize = 63;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    /// Tables live in this schema (created if missing) instead of the server's default.
+    pub schema: Option<String>,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS_DEFAULT,
+            schema: None,
+            acquire_timeout_ms: ACQUIRE_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+impl PgOptions {
+    /// Takes this store's own parameters (`schema`, `max_connections`) out of `url`, leaving
+    /// the rest for sqlx.
+    pub fn from_url(url: &str) -> Result<(String, Self)> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut options = Self::default();
+        let mut rest = Vec::new();
+        for (key, value) in crate::url_params(query)? {
+            match key {
+                "schema" => options.schema = Some(check_schema_name(value)?.to_string()),
+                "max_connections" => {
+                    let n = crate::parse_count("max_connections", value, MAX_CONNECTIONS_MAX)?;
+                    options.max_connections = u32::try_from(n).unwrap_or(MAX_CONNECTIONS_DEFAULT);
+                }
+                _ => rest.push(format!("{key}={value}")),
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        Ok((url, options))
+    }
+}
+
+/// Checks a schema name (see [`SCHEMA_NAME_BYTES_MAX`]).
+pub fn check_schema_name(name: &str) -> Result<&str> {
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok_start && ok_chars && name.len() <= SCHEMA_NAME_BYTES_MAX {
+        Ok(name)
+    } else {
+        Err(StoreError::BadUrl(format!(
+            "schema name {name:?}: want [a-z_][a-z0-9_]{{0,62}}"
+        )))
+    }
+}
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool_size", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    // sqlx's message may quote the URL, password included: say only that it is malformed.
+    PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::BadUrl("malformed PostgreSQL URL".into()))
+}
+
+impl PgStore {
+    /// Connects by URL, honouring `schema` and `max_connections` (see the module doc).
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        let (url, options) = PgOptions::from_url(url)?;
+        Self::connect(&url, &options).await
+    }
+
+    /// Connects the pool, creating `options.schema` if missing, and applies the migrations.
+    pub async fn connect(url: &str, options: &PgOptions) -> Result<Self> {
+        let mut connect = connect_options(url)?;
+        if let Some(schema) = &options.schema {
+            create_schema(&connect, check_schema_name(schema)?).await?;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms))
+            .connect_with(connect)
+            .await
+            .map_err(pg_err)?;
+        migrate_postgres(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for callers that keep other tables in the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool's connections and waits until they are closed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn create_schema(connect: &PgConnectOptions, schema: &str) -> Result<()> {
+    let mut conn = PgConnection::connect_with(connect).await.map_err(pg_err)?;
+    let created = sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .execute(&mut conn)
+        .await;
+    // Two processes creating the same schema at once: the loser's unique violation means it exists.
+    let result = match created {
+        Err(e) if !matches!(pg_err_ref(&e), Some(StoreError::Conflict(_))) => Err(pg_err(e)),
+        _ => Ok(()),
+    };
+    let _ = conn.close().await;
+    result
+}
+
+/// Drops `schema` and everything in it (a test's clean-up). Connect with the URL without
+/// `schema=`; the name is checked like `schema=`'s.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    let (url, _) = PgOptions::from_url(url)?;
+    let mut conn = PgConnection::connect_with(&connect_options(&url)?)
+        .await
+        .map_err(pg_err)?;
+    let dropped = sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        check_schema_name(schema)?
+    ))
+    .execute(&mut conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err);
+    let _ = conn.close().await;
+    dropped
+}
+
+async fn migrate_postgres(pool: &PgPool) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(pg_err)?;
+    // Nodes starting together take turns (per schema); the lock ends with the transaction.
+    sqlx::query("SELECT pg_advisory_xact_lock(1885697, hashtext(COALESCE(current_schema(), '')))")
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    BIGINT NOT NULL PRIMARY KEY,
+             name       TEXT   NOT NULL,
+             applied_at BIGINT NOT NULL
+         )",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(pg_err)?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+    let now = unix_ms(OffsetDateTime::now_utc());
+    for m in migrate::pending(migrate::POSTGRES, current)? {
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        sqlx::query("INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied PostgreSQL migration"
+        );
+    }
+    tx.commit().await.map_err(pg_err)
+}
+
+/// sqlx's error in the store's terms: SQLSTATE 23505 (unique violation) is a conflict.
+pub(crate) fn pg_err(e: sqlx::Error) -> StoreError {
+    pg_err_ref(&e).unwrap_or_else(|| StoreError::Database(e.to_string()))
+}
+
+fn pg_err_ref(e: &sqlx::Error) -> Option<StoreError> {
+    match e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Some(StoreError::Conflict(db.message().to_string()))
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            Some(StoreError::Corrupt(e.to_string()))
+        }
+        _ => None,
+    }
+}
+
+impl Cols for PgRow {
+    fn text(&self, i: usize) -> Result<String> {
+        self.try_get(i).map_err(pg_err)
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.try_get(i).map_err(pg_err)
+    }
+
+    fn int(&self, i: usize) -> Result<i64> {
+        self.try_get(i).map_err(pg_err)
+    }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self.try_get(i).map_err(pg_err)
+    }
+
+    fn int32(&self, i: usize) -> Result<i32> {
+        self.try_get(i).map_err(pg_err)
+    }
+
+    fn opt_int32(&self, i: usize) -> Result<Option<i32>> {
+        self.try_get(i).map_err(pg_err)
+    }
+}
+
+fn order_attempt_select() -> String {
+    format!(
+        "SELECT {}, {} FROM attempts a JOIN orders o ON o.transaction_id = a.transaction_id",
+        codec::qualified("o", ORDER_COLS),
+        codec::qualified("a", ATTEMPT_COLS)
+    )
+}
+
+fn order_and_attempt(r: &PgRow) -> Result<(OrderRecord, AttemptRecord)> {
+    Ok((codec::order(r, 0)?, codec::attempt(r, ORDER_COL_COUNT)?))
+}
+
+fn decode_all<T>(rows: &[PgRow], decode: impl Fn(&PgRow) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(decode).collect()
+}
+
+async fn insert_cert(conn: &mut PgConnection, c: &MerchantCertRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO merchant_certs (mchid, serial_no, pem, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&c.mchid)
+    .bind(&c.serial_no)
+    .bind(&c.pem)
+    .bind(unix_ms(c.created_at))
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err)
+}
+
+async fn insert_attempt(conn: &mut PgConnection, a: &AttemptRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, h5_url,
+             prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at,
+             updated_at, last_polled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(&a.attempt_id)
+    .bind(&a.transaction_id)
+    .bind(a.seq)
+    .bind(&a.channel_id)
+    .bind(a.state.as_str())
+    .bind(&a.prepay_id)
+    .bind(&a.code_url)
+    .bind(&a.h5_url)
+    .bind(opt_ms(a.prepay_expires_at))
+    .bind(&a.channel_transaction_id)
+    .bind(&a.error_code)
+    .bind(&a.error_message)
+    .bind(&a.decision)
+    .bind(unix_ms(a.created_at))
+    .bind(unix_ms(a.updated_at))
+    .bind(opt_ms(a.last_polled_at))
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err)
+}
+
+/// The attempt compare-and-set; with `of_order`, the attempt must also belong to that order.
+async fn update_attempt(
+    conn: &mut PgConnection,
+    c: &AttemptChange,
+    of_order: Option<&str>,
+) -> Result<bool> {
+    let expected: Vec<&str> = c.expected_states.iter().map(|s| s.as_str()).collect();
+    let done = sqlx::query(
+        "UPDATE attempts SET state = $2,
+             prepay_id = COALESCE($3, prepay_id),
+             code_url = COALESCE($4, code_url),
+             h5_url = COALESCE($5, h5_url),
+             prepay_expires_at = COALESCE($6, prepay_expires_at),
+             channel_transaction_id = COALESCE($7, channel_transaction_id),
+             error_code = COALESCE($8, error_code),
+             error_message = COALESCE($9, error_message),
+             last_polled_at = COALESCE($10, last_polled_at),
+             updated_at = $11
+         WHERE attempt_id = $1 AND state = ANY($12) AND ($13::TEXT IS NULL OR transaction_id = $13)",
+    )
+    .bind(&c.attempt_id)
+    .bind(c.new_state.as_str())
+    .bind(&c.prepay_id)
+    .bind(&c.code_url)
+    .bind(&c.h5_url)
+    .bind(opt_ms(c.prepay_expires_at))
+    .bind(&c.channel_transaction_id)
+    .bind(&c.error_code)
+    .bind(&c.error_message)
+    .bind(opt_ms(c.last_polled_at))
+    .bind(unix_ms(c.updated_at))
+    .bind(expected)
+    .bind(of_order)
+    .execute(conn)
+    .await
+    .map_err(pg_err)?;
+    Ok(done.rows_affected() > 0)
+}
+
+async fn insert_notification(conn: &mut PgConnection, n: &NotificationRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO notifications (id, mchid, transaction_id, event_type, url, plaintext, state, attempts,
+             next_attempt_at, lease_until, created_at, delivered_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&n.id)
+    .bind(&n.mchid)
+    .bind(&n.transaction_id)
+    .bind(&n.event_type)
+    .bind(&n.url)
+    .bind(&n.plaintext)
+    .bind(codec::notification_state_str(n.state))
+    .bind(n.attempts)
+    .bind(unix_ms(n.next_attempt_at))
+    .bind(opt_ms(n.lease_until))
+    .bind(unix_ms(n.created_at))
+    .bind(opt_ms(n.delivered_at))
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err)
+}
+
+async fn insert_repair(conn: &mut PgConnection, r: &RepairRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO order_repairs (id, transaction_id, source, way, before_state, after_state, detail, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&r.id)
+    .bind(&r.transaction_id)
+    .bind(&r.source)
+    .bind(&r.way)
+    .bind(r.before_state.as_str())
+    .bind(r.after_state.as_str())
+    .bind(&r.detail)
+    .bind(unix_ms(r.at))
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err)
+}
+
+async fn order_by_key(
+    conn: &mut PgConnection,
+    mchid: &str,
+    out_trade_no: &str,
+) -> Result<Option<OrderRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLS} FROM orders WHERE mchid = $1 AND out_trade_no = $2"
+    ))
+    .bind(mchid)
+    .bind(out_trade_no)
+    .fetch_optional(conn)
+    .await
+    .map_err(pg_err)?;
+    row.map(|r| codec::order(&r, 0)).transpose()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn insert_merchant(&self, m: &MerchantRecord, cert: &MerchantCertRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        sqlx::query(
+            "INSERT INTO merchants (mchid, name, appid, apiv3_key, status, channel_id, channel_sub_mchid,
+                 channel_sub_appid, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&m.mchid)
+        .bind(&m.name)
+        .bind(&m.appid)
+        .bind(&m.apiv3_key)
+        .bind(codec::merchant_status_str(m.status))
+        .bind(&m.channel_id)
+        .bind(&m.channel_sub_mchid)
+        .bind(&m.channel_sub_appid)
+        .bind(unix_ms(m.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        insert_cert(&mut tx, cert).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_merchant(&self, mchid: &str) -> Result<Option<MerchantRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MERCHANT_COLS} FROM merchants WHERE mchid = $1"
+        ))
+        .bind(mchid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        row.as_ref().map(codec::merchant).transpose()
+    }
+
+    async fn list_merchants(&self) -> Result<Vec<MerchantRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MERCHANT_COLS} FROM merchants ORDER BY mchid"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::merchant)
+    }
+
+    async fn set_merchant_status(&self, mchid: &str, status: MerchantStatus) -> Result<bool> {
+        let done = sqlx::query("UPDATE merchants SET status = $2 WHERE mchid = $1")
+            .bind(mchid)
+            .bind(codec::merchant_status_str(status))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_merchant_cert(&self, cert: &MerchantCertRecord) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        insert_cert(&mut conn, cert).await
+    }
+
+    async fn merchant_certs(&self, mchid: &str) -> Result<Vec<MerchantCertRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CERT_COLS} FROM merchant_certs WHERE mchid = $1 ORDER BY created_at, serial_no"
+        ))
+        .bind(mchid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::cert)
+    }
+
+    async fn insert_platform_key(&self, k: &PlatformKeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO platform_keys (key_id, kind, private_key_pem, certificate_pem, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&k.key_id)
+        .bind(codec::key_kind_str(k.kind))
+        .bind(&k.private_key_pem)
+        .bind(&k.certificate_pem)
+        .bind(unix_ms(k.created_at))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_err)
+    }
+
+    async fn platform_keys(&self) -> Result<Vec<PlatformKeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PLATFORM_KEY_COLS} FROM platform_keys ORDER BY created_at, key_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::platform_key)
+    }
+
+    async fn create_order(
+        &self,
+        o: &OrderRecord,
+        first_attempt: &AttemptRecord,
+    ) -> Result<CreateOrder> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        // ON CONFLICT on the idempotency key only: a concurrent insert of the same key makes
+        // this wait for it, then do nothing; a clash on transaction_id stays a Conflict.
+        let inserted = sqlx::query(
+            "INSERT INTO orders (transaction_id, mchid, out_trade_no, appid, trade_type, state, description, attach,
+                 notify_url, total_fen, currency, payer_openid, time_expire, fingerprint, request_json, created_at,
+                 updated_at, success_time, bank_type, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+             ON CONFLICT (mchid, out_trade_no) DO NOTHING",
+        )
+        .bind(&o.transaction_id)
+        .bind(&o.mchid)
+        .bind(&o.out_trade_no)
+        .bind(&o.appid)
+        .bind(&o.trade_type)
+        .bind(o.state.as_str())
+        .bind(&o.description)
+        .bind(&o.attach)
+        .bind(&o.notify_url)
+        .bind(o.total_fen)
+        .bind(&o.currency)
+        .bind(&o.payer_openid)
+        .bind(unix_ms(o.time_expire))
+        .bind(&o.fingerprint)
+        .bind(&o.request_json)
+        .bind(unix_ms(o.created_at))
+        .bind(unix_ms(o.updated_at))
+        .bind(opt_ms(o.success_time))
+        .bind(&o.bank_type)
+        .bind(o.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?
+        .rows_affected();
+        if inserted == 0 {
+            // READ COMMITTED: this statement sees the row the conflicting transaction committed.
+            let existing = order_by_key(&mut tx, &o.mchid, &o.out_trade_no)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Database(format!(
+                        "order ({}, {}) conflicted but is not there",
+                        o.mchid, o.out_trade_no
+                    ))
+                })?;
+            tx.rollback().await.map_err(pg_err)?;
+            return Ok(CreateOrder::Exists(existing));
+        }
+        insert_attempt(&mut tx, first_attempt).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(CreateOrder::Created)
+    }
+
+    async fn get_order(&self, mchid: &str, out_trade_no: &str) -> Result<Option<OrderRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        order_by_key(&mut conn, mchid, out_trade_no).await
+    }
+
+    async fn get_order_by_transaction_id(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<OrderRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLS} FROM orders WHERE transaction_id = $1"
+        ))
+        .bind(transaction_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        row.map(|r| codec::order(&r, 0)).transpose()
+    }
+
+    async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE transaction_id = $1 ORDER BY seq"
+        ))
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, |r| codec::attempt(r, 0))
+    }
+
+    async fn find_attempt(&self, attempt_id: &str) -> Result<Option<(OrderRecord, AttemptRecord)>> {
+        let row = sqlx::query(&format!(
+            "{} WHERE a.attempt_id = $1",
+            order_attempt_select()
+        ))
+        .bind(attempt_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        row.as_ref().map(order_and_attempt).transpose()
+    }
+
+    async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        insert_attempt(&mut conn, attempt).await
+    }
+
+    async fn update_attempt(&self, change: &AttemptChange) -> Result<bool> {
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        update_attempt(&mut conn, change, None).await
+    }
+
+    async fn apply_order_change(&self, c: &OrderChange) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        // The row lock taken here serializes racing changes; a loser re-checks `state` after
+        // the winner commits (READ COMMITTED) and matches nothing.
+        let moved = sqlx::query(
+            "UPDATE orders SET state = $3, version = version + 1,
+                 success_time = COALESCE($4, success_time),
+                 bank_type = COALESCE($5, bank_type),
+                 payer_openid = COALESCE($6, payer_openid),
+                 updated_at = $7
+             WHERE transaction_id = $1 AND state = $2",
+        )
+        .bind(&c.transaction_id)
+        .bind(c.expected_state.as_str())
+        .bind(c.new_state.as_str())
+        .bind(opt_ms(c.success_time))
+        .bind(&c.bank_type)
+        .bind(&c.payer_openid)
+        .bind(unix_ms(c.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(pg_err)?;
+            return Ok(false);
+        }
+        if let Some(attempt) = &c.attempt {
+            if !update_attempt(&mut tx, attempt, Some(&c.transaction_id)).await? {
+                tx.rollback().await.map_err(pg_err)?;
+                return Ok(false);
+            }
+        }
+        if let Some(n) = &c.notification {
+            insert_notification(&mut tx, n).await?;
+        }
+        if let Some(r) = &c.repair {
+            insert_repair(&mut tx, r).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
+    }
+
+    async fn attempts_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(OrderRecord, AttemptRecord)>> {
+        // The attempt-state list is spelled as in attempts_poll_idx's WHERE, so the partial index applies.
+        let rows = sqlx::query(&format!(
+            "{} WHERE a.state IN ('CREATED', 'PREPAID', 'UNKNOWN')
+               AND o.state IN ('NOTPAY', 'PAYERROR')
+               AND (a.last_polled_at IS NULL OR a.last_polled_at < $1)
+             ORDER BY a.last_polled_at NULLS FIRST, a.created_at, a.attempt_id
+             LIMIT $2",
+            order_attempt_select()
+        ))
+        .bind(unix_ms(polled_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, order_and_attempt)
+    }
+
+    async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REPAIR_COLS} FROM order_repairs WHERE transaction_id = $1 ORDER BY at, id"
+        ))
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::repair)
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>> {
+        // SKIP LOCKED: a row another node is claiming right now is passed over, not waited
+        // for; once that node commits, its lease keeps the row out of later claims.
+        let rows = sqlx::query(&format!(
+            "WITH due AS (
+                 SELECT id FROM notifications
+                 WHERE state = $3 AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
+                 ORDER BY next_attempt_at, id
+                 LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE notifications n SET lease_until = $2 FROM due WHERE n.id = due.id
+             RETURNING {}",
+            codec::qualified("n", NOTIFICATION_COLS)
+        ))
+        .bind(unix_ms(now))
+        .bind(unix_ms(lease_until))
+        .bind(codec::notification_state_str(NotificationState::Pending))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        let mut claimed = decode_all(&rows, codec::notification)?;
+        codec::sort_claimed(&mut claimed);
+        Ok(claimed)
+    }
+
+    async fn finish_delivery(&self, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
+        let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let updated = sqlx::query(
+            "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = $2,
+                 delivered_at = COALESCE($3, delivered_at),
+                 next_attempt_at = COALESCE($4, next_attempt_at)
+             WHERE id = $1",
+        )
+        .bind(&d.notification_id)
+        .bind(state)
+        .bind(delivered_at)
+        .bind(next_attempt_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::Database(format!(
+                "no notification {:?}",
+                d.notification_id
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&d.notification_id)
+        .bind(d.attempt)
+        .bind(unix_ms(d.at))
+        .bind(d.http_status)
+        .bind(&d.error)
+        .bind(d.duration_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE notifications SET state = $2, next_attempt_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(codec::notification_state_str(NotificationState::Pending))
+                .bind(unix_ms(now))
+                .execute(&self.pool)
+                .await
+                .map_err(pg_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        row.as_ref().map(codec::notification).transpose()
+    }
+
+    async fn notifications_of(&self, transaction_id: &str) -> Result<Vec<NotificationRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE transaction_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::notification)
+    }
+
+    async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLS} FROM notification_deliveries WHERE notification_id = $1 ORDER BY attempt"
+        ))
+        .bind(notification_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::delivery)
+    }
+}

@@ -1,0 +1,331 @@
+//! The rows paygate keeps, as plain data. Enum-like columns are Rust enums stored as their
+//! wire strings; money is `i64` fen; times are UTC instants (stored as Unix milliseconds).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MerchantStatus {
+    Active,
+    Disabled,
+}
+
+/// A merchant of the gateway, and the channel it is collected through.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantRecord {
+    pub mchid: String,
+    pub name: String,
+    pub appid: String,
+    /// The merchant's APIv3 key: encrypts its notifications. A secret (Debug prints `***`).
+    pub apiv3_key: String,
+    pub status: MerchantStatus,
+    /// The channel the merchant's payments go through.
+    pub channel_id: String,
+    /// The merchant's sub-merchant number at a service-provider channel.
+    pub channel_sub_mchid: Option<String>,
+    pub channel_sub_appid: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for MerchantRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantRecord")
+            .field("mchid", &self.mchid)
+            .field("name", &self.name)
+            .field("appid", &self.appid)
+            .field("apiv3_key", &"***")
+            .field("status", &self.status)
+            .field("channel_id", &self.channel_id)
+            .field("channel_sub_mchid", &self.channel_sub_mchid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A merchant API certificate (or bare public key): what its requests are verified with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantCertRecord {
+    pub mchid: String,
+    /// Uppercase hex certificate serial, as sent in `Authorization`.
+    pub serial_no: String,
+    /// A certificate PEM or an SPKI public-key PEM.
+    pub pem: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlatformKeyKind {
+    /// Certificate mode: `key_id` is the certificate serial.
+    Certificate,
+    /// Public-key mode: `key_id` is `PUB_KEY_ID_…`.
+    PublicKey,
+}
+
+/// One of the gateway's own platform signing keys (it *is* WeChat Pay to its merchants).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformKeyRecord {
+    pub key_id: String,
+    pub kind: PlatformKeyKind,
+    /// PKCS#8 PEM. A secret (Debug prints `***`).
+    pub private_key_pem: String,
+    pub certificate_pem: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for PlatformKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformKeyRecord")
+            .field("key_id", &self.key_id)
+            .field("kind", &self.kind)
+            .field("private_key_pem", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+/// `trade_state` values an order takes in the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderState {
+    Notpay,
+    Payerror,
+    Success,
+    Refund,
+    Closed,
+}
+
+impl OrderState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OrderState::Notpay => "NOTPAY",
+            OrderState::Payerror => "PAYERROR",
+            OrderState::Success => "SUCCESS",
+            OrderState::Refund => "REFUND",
+            OrderState::Closed => "CLOSED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "NOTPAY" => OrderState::Notpay,
+            "PAYERROR" => OrderState::Payerror,
+            "SUCCESS" => OrderState::Success,
+            "REFUND" => OrderState::Refund,
+            "CLOSED" => OrderState::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// A merchant's order, keyed by the gateway's own transaction id (WeChat's 28-digit shape).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub transaction_id: String,
+    pub mchid: String,
+    pub out_trade_no: String,
+    pub appid: String,
+    /// `JSAPI`, `APP`, `MWEB`, `NATIVE`.
+    pub trade_type: String,
+    pub state: OrderState,
+    pub description: String,
+    pub attach: Option<String>,
+    pub notify_url: String,
+    pub total_fen: i64,
+    pub currency: String,
+    pub payer_openid: Option<String>,
+    pub time_expire: OffsetDateTime,
+    /// Canonical parameters: a re-submission must match them exactly (§4.6).
+    pub fingerprint: String,
+    /// The merchant's request body as parsed (for fields the columns do not carry).
+    pub request_json: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub success_time: Option<OffsetDateTime>,
+    pub bank_type: Option<String>,
+    /// Bumped by every change; part of what a reader can compare.
+    pub version: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttemptState {
+    /// Persisted, channel not called yet (or the call's outcome not recorded).
+    Created,
+    /// The channel accepted the prepay; the credential is stored.
+    Prepaid,
+    /// The channel refused (a definite answer).
+    Failed,
+    /// Timeout / 5xx / transport error: the channel may or may not have the order.
+    Unknown,
+    /// Closed at the channel (abandoned or expired).
+    Closed,
+    /// Paid at the channel.
+    Paid,
+}
+
+impl AttemptState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AttemptState::Created => "CREATED",
+            AttemptState::Prepaid => "PREPAID",
+            AttemptState::Failed => "FAILED",
+            AttemptState::Unknown => "UNKNOWN",
+            AttemptState::Closed => "CLOSED",
+            AttemptState::Paid => "PAID",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "CREATED" => AttemptState::Created,
+            "PREPAID" => AttemptState::Prepaid,
+            "FAILED" => AttemptState::Failed,
+            "UNKNOWN" => AttemptState::Unknown,
+            "CLOSED" => AttemptState::Closed,
+            "PAID" => AttemptState::Paid,
+            _ => return None,
+        })
+    }
+}
+
+/// One channel call chain for an order. `attempt_id` is the out_trade_no used AT THE CHANNEL,
+/// unique per attempt, so a retry or a failover never collides with an abandoned order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt_id: String,
+    pub transaction_id: String,
+    pub seq: i32,
+    pub channel_id: String,
+    pub state: AttemptState,
+    pub prepay_id: Option<String>,
+    pub code_url: Option<String>,
+    pub h5_url: Option<String>,
+    pub prepay_expires_at: Option<OffsetDateTime>,
+    pub channel_transaction_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// Why this channel was chosen (routing explanation).
+    pub decision: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub last_polled_at: Option<OffsetDateTime>,
+}
+
+/// A compare-and-set update of one attempt. `None` fields are left as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptChange {
+    pub attempt_id: String,
+    pub expected_states: Vec<AttemptState>,
+    pub new_state: AttemptState,
+    pub prepay_id: Option<String>,
+    pub code_url: Option<String>,
+    pub h5_url: Option<String>,
+    pub prepay_expires_at: Option<OffsetDateTime>,
+    pub channel_transaction_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub last_polled_at: Option<OffsetDateTime>,
+    pub updated_at: OffsetDateTime,
+}
+
+impl AttemptChange {
+    /// A change to `new_state` from any of `expected_states`, touching nothing else.
+    pub fn to(
+        attempt_id: &str,
+        expected_states: &[AttemptState],
+        new_state: AttemptState,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            attempt_id: attempt_id.to_string(),
+            expected_states: expected_states.to_vec(),
+            new_state,
+            prepay_id: None,
+            code_url: None,
+            h5_url: None,
+            prepay_expires_at: None,
+            channel_transaction_id: None,
+            error_code: None,
+            error_message: None,
+            last_polled_at: None,
+            updated_at: now,
+        }
+    }
+}
+
+/// One fact about an order, written in one transaction: the order's state (compare-and-set on
+/// `expected_state`, version + 1), optionally its attempt, a merchant notification (outbox)
+/// and a repair record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderChange {
+    pub transaction_id: String,
+    pub expected_state: OrderState,
+    pub new_state: OrderState,
+    pub success_time: Option<OffsetDateTime>,
+    pub bank_type: Option<String>,
+    pub payer_openid: Option<String>,
+    pub updated_at: OffsetDateTime,
+    /// Applied in the same transaction; if its CAS fails the whole change is rolled back.
+    pub attempt: Option<AttemptChange>,
+    pub notification: Option<NotificationRecord>,
+    pub repair: Option<RepairRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NotificationState {
+    Pending,
+    Delivered,
+    /// The retry schedule is exhausted.
+    Failed,
+}
+
+/// A merchant notification in the outbox. The plaintext is the V3 resource (a Transaction);
+/// it is sealed with the merchant's APIv3 key and signed at each delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// The envelope `id` merchants see (stable across retries).
+    pub id: String,
+    pub mchid: String,
+    pub transaction_id: String,
+    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, ...
+    pub event_type: String,
+    pub url: String,
+    pub plaintext: String,
+    pub state: NotificationState,
+    /// Delivery attempts made so far.
+    pub attempts: i32,
+    pub next_attempt_at: OffsetDateTime,
+    pub lease_until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// One delivery attempt, for the delivery log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub notification_id: String,
+    /// 1-based.
+    pub attempt: i32,
+    pub at: OffsetDateTime,
+    /// The merchant's HTTP status, if it answered.
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// A state fixed by something other than the normal flow (a late payment after a close, a
+/// reconciliation finding), with before and after (DaxPay's repair records).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    pub id: String,
+    pub transaction_id: String,
+    /// Who found it: `callback`, `poller`, `recon`, `operator`.
+    pub source: String,
+    /// What was done: e.g. `late_payment_after_close`.
+    pub way: String,
+    pub before_state: OrderState,
+    pub after_state: OrderState,
+    pub detail: String,
+    pub at: OffsetDateTime,
+}

@@ -1,0 +1,563 @@
+//! The SQL of the SQLite backend, one function per store operation. Write functions run on
+//! the writer thread inside their own savepoint (see `threads`); read functions on a reader.
+
+use std::sync::LazyLock;
+
+use rusqlite::{Connection, Params, params};
+use time::OffsetDateTime;
+
+use super::sqlite_err;
+use super::threads::Done;
+use crate::codec::{
+    self, ATTEMPT_COLS, CERT_COLS, DELIVERY_COLS, MERCHANT_COLS, NOTIFICATION_COLS,
+    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, opt_ms, unix_ms,
+};
+use crate::{
+    AttemptChange, AttemptRecord, CreateOrder, DeliveryOutcome, DeliveryRecord, MerchantCertRecord,
+    MerchantRecord, MerchantStatus, NotificationRecord, NotificationState, OrderChange,
+    OrderRecord, OrderState, PlatformKeyRecord, RepairRecord, StoreError,
+};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// `SELECT <order cols>, <attempt cols> FROM attempts a JOIN orders o …` — the head of the joins.
+static ORDER_ATTEMPT_SELECT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, {} FROM attempts a JOIN orders o ON o.transaction_id = a.transaction_id",
+        codec::qualified("o", ORDER_COLS),
+        codec::qualified("a", ATTEMPT_COLS)
+    )
+});
+
+fn rows<T, P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sqlite_err)?;
+    let mut rows = stmt.query(params).map_err(sqlite_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sqlite_err)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+fn first<T, P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sqlite_err)?;
+    let mut rows = stmt.query(params).map_err(sqlite_err)?;
+    rows.next().map_err(sqlite_err)?.map(decode).transpose()
+}
+
+fn execute<P: Params>(conn: &Connection, sql: &str, params: P) -> Result<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params))
+        .map_err(sqlite_err)
+}
+
+// ---- merchants ----
+
+pub(super) fn insert_merchant(
+    conn: &Connection,
+    m: &MerchantRecord,
+    cert: &MerchantCertRecord,
+) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO merchants (mchid, name, appid, apiv3_key, status, channel_id, channel_sub_mchid,
+             channel_sub_appid, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            m.mchid,
+            m.name,
+            m.appid,
+            m.apiv3_key,
+            codec::merchant_status_str(m.status),
+            m.channel_id,
+            m.channel_sub_mchid,
+            m.channel_sub_appid,
+            unix_ms(m.created_at)
+        ],
+    )?;
+    insert_cert(conn, cert)
+}
+
+pub(super) fn insert_cert(conn: &Connection, c: &MerchantCertRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO merchant_certs (mchid, serial_no, pem, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![c.mchid, c.serial_no, c.pem, unix_ms(c.created_at)],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn get_merchant(conn: &Connection, mchid: &str) -> Result<Option<MerchantRecord>> {
+    first(
+        conn,
+        &format!("SELECT {MERCHANT_COLS} FROM merchants WHERE mchid = ?1"),
+        [mchid],
+        |r| codec::merchant(r),
+    )
+}
+
+pub(super) fn list_merchants(conn: &Connection) -> Result<Vec<MerchantRecord>> {
+    rows(
+        conn,
+        &format!("SELECT {MERCHANT_COLS} FROM merchants ORDER BY mchid"),
+        [],
+        |r| codec::merchant(r),
+    )
+}
+
+pub(super) fn set_merchant_status(
+    conn: &Connection,
+    mchid: &str,
+    status: MerchantStatus,
+) -> Result<bool> {
+    let n = execute(
+        conn,
+        "UPDATE merchants SET status = ?2 WHERE mchid = ?1",
+        params![mchid, codec::merchant_status_str(status)],
+    )?;
+    Ok(n > 0)
+}
+
+pub(super) fn merchant_certs(conn: &Connection, mchid: &str) -> Result<Vec<MerchantCertRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {CERT_COLS} FROM merchant_certs WHERE mchid = ?1 ORDER BY created_at, serial_no"
+        ),
+        [mchid],
+        |r| codec::cert(r),
+    )
+}
+
+// ---- platform keys ----
+
+pub(super) fn insert_platform_key(conn: &Connection, k: &PlatformKeyRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO platform_keys (key_id, kind, private_key_pem, certificate_pem, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            k.key_id,
+            codec::key_kind_str(k.kind),
+            k.private_key_pem,
+            k.certificate_pem,
+            unix_ms(k.created_at)
+        ],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn platform_keys(conn: &Connection) -> Result<Vec<PlatformKeyRecord>> {
+    rows(
+        conn,
+        &format!("SELECT {PLATFORM_KEY_COLS} FROM platform_keys ORDER BY created_at, key_id"),
+        [],
+        |r| codec::platform_key(r),
+    )
+}
+
+// ---- orders and attempts ----
+
+pub(super) fn create_order(
+    conn: &Connection,
+    o: &OrderRecord,
+    a: &AttemptRecord,
+) -> Result<Done<CreateOrder>> {
+    // Only the idempotency key is "already there, answer with it"; a clash on transaction_id
+    // is a real conflict and surfaces as one.
+    let inserted = execute(
+        conn,
+        "INSERT INTO orders (transaction_id, mchid, out_trade_no, appid, trade_type, state, description, attach,
+             notify_url, total_fen, currency, payer_openid, time_expire, fingerprint, request_json, created_at,
+             updated_at, success_time, bank_type, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+         ON CONFLICT (mchid, out_trade_no) DO NOTHING",
+        params![
+            o.transaction_id,
+            o.mchid,
+            o.out_trade_no,
+            o.appid,
+            o.trade_type,
+            o.state.as_str(),
+            o.description,
+            o.attach,
+            o.notify_url,
+            o.total_fen,
+            o.currency,
+            o.payer_openid,
+            unix_ms(o.time_expire),
+            o.fingerprint,
+            o.request_json,
+            unix_ms(o.created_at),
+            unix_ms(o.updated_at),
+            opt_ms(o.success_time),
+            o.bank_type,
+            o.version
+        ],
+    )?;
+    if inserted == 0 {
+        let existing = get_order(conn, &o.mchid, &o.out_trade_no)?.ok_or_else(|| {
+            StoreError::Database(format!(
+                "order ({}, {}) conflicted but is not there",
+                o.mchid, o.out_trade_no
+            ))
+        })?;
+        return Ok(Done::undo(CreateOrder::Exists(existing)));
+    }
+    insert_attempt(conn, a)?;
+    Ok(Done::keep(CreateOrder::Created))
+}
+
+pub(super) fn get_order(
+    conn: &Connection,
+    mchid: &str,
+    out_trade_no: &str,
+) -> Result<Option<OrderRecord>> {
+    first(
+        conn,
+        &format!("SELECT {ORDER_COLS} FROM orders WHERE mchid = ?1 AND out_trade_no = ?2"),
+        [mchid, out_trade_no],
+        |r| codec::order(r, 0),
+    )
+}
+
+pub(super) fn get_order_by_transaction_id(
+    conn: &Connection,
+    transaction_id: &str,
+) -> Result<Option<OrderRecord>> {
+    first(
+        conn,
+        &format!("SELECT {ORDER_COLS} FROM orders WHERE transaction_id = ?1"),
+        [transaction_id],
+        |r| codec::order(r, 0),
+    )
+}
+
+pub(super) fn attempts(conn: &Connection, transaction_id: &str) -> Result<Vec<AttemptRecord>> {
+    rows(
+        conn,
+        &format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE transaction_id = ?1 ORDER BY seq"),
+        [transaction_id],
+        |r| codec::attempt(r, 0),
+    )
+}
+
+pub(super) fn find_attempt(
+    conn: &Connection,
+    attempt_id: &str,
+) -> Result<Option<(OrderRecord, AttemptRecord)>> {
+    first(
+        conn,
+        &format!("{} WHERE a.attempt_id = ?1", *ORDER_ATTEMPT_SELECT),
+        [attempt_id],
+        order_and_attempt,
+    )
+}
+
+fn order_and_attempt(r: &rusqlite::Row<'_>) -> Result<(OrderRecord, AttemptRecord)> {
+    Ok((codec::order(r, 0)?, codec::attempt(r, ORDER_COL_COUNT)?))
+}
+
+pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, h5_url,
+             prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at,
+             updated_at, last_polled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            a.attempt_id,
+            a.transaction_id,
+            a.seq,
+            a.channel_id,
+            a.state.as_str(),
+            a.prepay_id,
+            a.code_url,
+            a.h5_url,
+            opt_ms(a.prepay_expires_at),
+            a.channel_transaction_id,
+            a.error_code,
+            a.error_message,
+            a.decision,
+            unix_ms(a.created_at),
+            unix_ms(a.updated_at),
+            opt_ms(a.last_polled_at)
+        ],
+    )
+    .map(|_| ())
+}
+
+/// The attempt compare-and-set; with `of_order`, the attempt must also belong to that order.
+pub(super) fn update_attempt(
+    conn: &Connection,
+    c: &AttemptChange,
+    of_order: Option<&str>,
+) -> Result<bool> {
+    let n = execute(
+        conn,
+        "UPDATE attempts SET state = ?2,
+             prepay_id = COALESCE(?3, prepay_id),
+             code_url = COALESCE(?4, code_url),
+             h5_url = COALESCE(?5, h5_url),
+             prepay_expires_at = COALESCE(?6, prepay_expires_at),
+             channel_transaction_id = COALESCE(?7, channel_transaction_id),
+             error_code = COALESCE(?8, error_code),
+             error_message = COALESCE(?9, error_message),
+             last_polled_at = COALESCE(?10, last_polled_at),
+             updated_at = ?11
+         WHERE attempt_id = ?1
+           AND instr(?12, ',' || state || ',') > 0
+           AND (?13 IS NULL OR transaction_id = ?13)",
+        params![
+            c.attempt_id,
+            c.new_state.as_str(),
+            c.prepay_id,
+            c.code_url,
+            c.h5_url,
+            opt_ms(c.prepay_expires_at),
+            c.channel_transaction_id,
+            c.error_code,
+            c.error_message,
+            opt_ms(c.last_polled_at),
+            unix_ms(c.updated_at),
+            codec::state_list(&c.expected_states),
+            of_order
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+/// The money-safety path: order CAS, attempt CAS, outbox row, repair row — all kept or all
+/// rolled back (the writer rolls this command's savepoint back on `undo` or an error).
+pub(super) fn apply_order_change(conn: &Connection, c: &OrderChange) -> Result<Done<bool>> {
+    let moved = execute(
+        conn,
+        "UPDATE orders SET state = ?3, version = version + 1,
+             success_time = COALESCE(?4, success_time),
+             bank_type = COALESCE(?5, bank_type),
+             payer_openid = COALESCE(?6, payer_openid),
+             updated_at = ?7
+         WHERE transaction_id = ?1 AND state = ?2",
+        params![
+            c.transaction_id,
+            c.expected_state.as_str(),
+            c.new_state.as_str(),
+            opt_ms(c.success_time),
+            c.bank_type,
+            c.payer_openid,
+            unix_ms(c.updated_at)
+        ],
+    )?;
+    if moved == 0 {
+        return Ok(Done::undo(false));
+    }
+    if let Some(attempt) = &c.attempt {
+        if !update_attempt(conn, attempt, Some(&c.transaction_id))? {
+            return Ok(Done::undo(false));
+        }
+    }
+    if let Some(n) = &c.notification {
+        insert_notification(conn, n)?;
+    }
+    if let Some(r) = &c.repair {
+        insert_repair(conn, r)?;
+    }
+    Ok(Done::keep(true))
+}
+
+fn insert_notification(conn: &Connection, n: &NotificationRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO notifications (id, mchid, transaction_id, event_type, url, plaintext, state, attempts,
+             next_attempt_at, lease_until, created_at, delivered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            n.id,
+            n.mchid,
+            n.transaction_id,
+            n.event_type,
+            n.url,
+            n.plaintext,
+            codec::notification_state_str(n.state),
+            n.attempts,
+            unix_ms(n.next_attempt_at),
+            opt_ms(n.lease_until),
+            unix_ms(n.created_at),
+            opt_ms(n.delivered_at)
+        ],
+    )
+    .map(|_| ())
+}
+
+fn insert_repair(conn: &Connection, r: &RepairRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO order_repairs (id, transaction_id, source, way, before_state, after_state, detail, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            r.id,
+            r.transaction_id,
+            r.source,
+            r.way,
+            r.before_state.as_str(),
+            r.after_state.as_str(),
+            r.detail,
+            unix_ms(r.at)
+        ],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn attempts_to_poll(
+    conn: &Connection,
+    polled_before: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<(OrderRecord, AttemptRecord)>> {
+    // The IN list is spelled out as in attempts_poll_idx's WHERE (a test in migrate.rs checks it),
+    // so SQLite uses the partial index; NULLs (never polled) sort first in ascending order.
+    rows(
+        conn,
+        &format!(
+            "{} WHERE a.state IN ('CREATED', 'PREPAID', 'UNKNOWN')
+               AND o.state IN (?2, ?3)
+               AND (a.last_polled_at IS NULL OR a.last_polled_at < ?1)
+             ORDER BY a.last_polled_at, a.created_at, a.attempt_id
+             LIMIT ?4",
+            *ORDER_ATTEMPT_SELECT
+        ),
+        params![
+            unix_ms(polled_before),
+            OrderState::Notpay.as_str(),
+            OrderState::Payerror.as_str(),
+            limit
+        ],
+        order_and_attempt,
+    )
+}
+
+pub(super) fn repairs(conn: &Connection, transaction_id: &str) -> Result<Vec<RepairRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {REPAIR_COLS} FROM order_repairs WHERE transaction_id = ?1 ORDER BY at, id"
+        ),
+        [transaction_id],
+        |r| codec::repair(r),
+    )
+}
+
+// ---- notifications ----
+
+pub(super) fn claim_notifications(
+    conn: &Connection,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<NotificationRecord>> {
+    // The single writer thread makes select-and-lease atomic: no second claimer can interleave.
+    let mut claimed = rows(
+        conn,
+        &format!(
+            "UPDATE notifications SET lease_until = ?2
+             WHERE id IN (
+                 SELECT id FROM notifications
+                 WHERE state = ?3 AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)
+                 ORDER BY next_attempt_at, id
+                 LIMIT ?4)
+             RETURNING {NOTIFICATION_COLS}"
+        ),
+        params![unix_ms(now), unix_ms(lease_until), codec::notification_state_str(NotificationState::Pending), limit],
+        |r| codec::notification(r),
+    )?;
+    codec::sort_claimed(&mut claimed);
+    Ok(claimed)
+}
+
+pub(super) fn finish_delivery(
+    conn: &Connection,
+    d: &DeliveryRecord,
+    outcome: &DeliveryOutcome,
+) -> Result<()> {
+    let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+    let n = execute(
+        conn,
+        "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = ?2,
+             delivered_at = COALESCE(?3, delivered_at),
+             next_attempt_at = COALESCE(?4, next_attempt_at)
+         WHERE id = ?1",
+        params![d.notification_id, state, delivered_at, next_attempt_at],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Database(format!(
+            "no notification {:?}",
+            d.notification_id
+        )));
+    }
+    execute(
+        conn,
+        "INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![d.notification_id, d.attempt, unix_ms(d.at), d.http_status, d.error, d.duration_ms],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn resend_notification(
+    conn: &Connection,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let n = execute(
+        conn,
+        "UPDATE notifications SET state = ?2, next_attempt_at = ?3 WHERE id = ?1",
+        params![
+            id,
+            codec::notification_state_str(NotificationState::Pending),
+            unix_ms(now)
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+pub(super) fn get_notification(conn: &Connection, id: &str) -> Result<Option<NotificationRecord>> {
+    first(
+        conn,
+        &format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = ?1"),
+        [id],
+        |r| codec::notification(r),
+    )
+}
+
+pub(super) fn notifications_of(
+    conn: &Connection,
+    transaction_id: &str,
+) -> Result<Vec<NotificationRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE transaction_id = ?1 ORDER BY created_at, id"
+        ),
+        [transaction_id],
+        |r| codec::notification(r),
+    )
+}
+
+pub(super) fn deliveries(conn: &Connection, notification_id: &str) -> Result<Vec<DeliveryRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {DELIVERY_COLS} FROM notification_deliveries WHERE notification_id = ?1 ORDER BY attempt"
+        ),
+        [notification_id],
+        |r| codec::delivery(r),
+    )
+}

@@ -1,0 +1,280 @@
+//! The SQLite store's threads: ONE writer that group-commits, and a few readers.
+//!
+//! The writer owns the only write connection. It takes the first queued command, drains up to
+//! `write_batch_max - 1` more that are already waiting, and runs them all in ONE transaction,
+//! each inside its own SAVEPOINT: a command that fails (an error, or a compare-and-set that
+//! did not match) rolls back only itself. One COMMIT (one fsync with synchronous=FULL) then
+//! acknowledges the whole batch; no command's result is sent before its batch committed, so
+//! an acknowledged write is a durable write. Under load the batches grow by themselves: the
+//! longer a commit takes, the more commands queue behind it.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sqlite_err;
+use crate::StoreError;
+
+/// What a write command produced, and whether its writes stay.
+pub(crate) struct Done<T> {
+    pub value: T,
+    /// False: roll the command's savepoint back (e.g. a compare-and-set that did not match).
+    pub keep: bool,
+}
+
+impl<T> Done<T> {
+    pub fn keep(value: T) -> Self {
+        Self { value, keep: true }
+    }
+
+    pub fn undo(value: T) -> Self {
+        Self { value, keep: false }
+    }
+}
+
+/// One queued write command, type-erased so commands of any result type share the queue.
+pub(crate) trait WriteJob: Send {
+    /// Runs the command inside its savepoint; true if its writes are to be kept.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the batch's transaction has ended (`commit` is its outcome).
+    fn finish(self: Box<Self>, commit: &Result<(), String>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        match work(conn) {
+            Ok(done) => {
+                self.result = Some(Ok(done.value));
+                done.keep
+            }
+            Err(e) => {
+                self.result = Some(Err(e));
+                false
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: &Result<(), String>) {
+        let answer = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            // The command's own error says more than the batch's.
+            (Err(_), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(StoreError::Database(format!("group commit failed: {e}"))),
+            (Ok(()), None) => Err(StoreError::Database("write command was not run".into())),
+        };
+        // The caller may have gone away (its future dropped): nothing to tell then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The handles the store keeps: queues in, threads to join on drop.
+pub(crate) struct Threads {
+    writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
+    reads: Option<mpsc::Sender<ReadJob>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct Bounds {
+    pub write_queue_max: usize,
+    pub write_batch_max: usize,
+    pub read_queue_max: usize,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Database("the SQLite store's threads have stopped".into())
+}
+
+impl Threads {
+    pub fn start(
+        writer: Connection,
+        readers: Vec<Connection>,
+        bounds: &Bounds,
+    ) -> Result<Self, StoreError> {
+        let (write_tx, write_rx) = mpsc::channel(bounds.write_queue_max.max(1));
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>(bounds.read_queue_max.max(1));
+        let batch_max = bounds.write_batch_max.max(1);
+        let mut handles = Vec::with_capacity(readers.len() + 1);
+        handles.push(spawn("paygate-sqlite-writer".into(), move || {
+            writer_loop(writer, write_rx, batch_max)
+        })?);
+        // tokio's mpsc has one receiver: the readers take turns holding it. A reader blocked in
+        // recv holds the lock; the others wait for the lock instead — the same thing.
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for (i, conn) in readers.into_iter().enumerate() {
+            let rx = Arc::clone(&read_rx);
+            handles.push(spawn(format!("paygate-sqlite-reader-{i}"), move || {
+                reader_loop(&conn, &rx)
+            })?);
+        }
+        Ok(Self {
+            writes: Some(write_tx),
+            reads: Some(read_tx),
+            handles,
+        })
+    }
+
+    /// Queues a write command and waits until its batch committed.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        let queue = self.writes.as_ref().ok_or_else(stopped)?;
+        queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs a read on one of the reader connections.
+    pub async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
+        let queue = self.reads.as_ref().ok_or_else(stopped)?;
+        queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for Threads {
+    /// Closing the queues ends the threads (the writer first finishes what is queued); joining
+    /// them means the database file is closed once the store is gone, so it can be reopened.
+    fn drop(&mut self) {
+        self.writes.take();
+        self.reads.take();
+        for handle in self.handles.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a SQLite store thread panicked");
+            }
+        }
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(|e| StoreError::Database(format!("cannot start a SQLite thread: {e}")))
+}
+
+fn reader_loop(conn: &Connection, queue: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        let job = {
+            let mut rx = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            rx.blocking_recv()
+        };
+        match job {
+            Some(job) => job(conn),
+            None => return,
+        }
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    batch_max: usize,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = run_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, commands = batch.len(), "SQLite group commit failed");
+        }
+        for job in batch.drain(..) {
+            job.finish(&commit);
+        }
+    }
+}
+
+/// One transaction for the whole batch, one savepoint per command.
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    conn.prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut s| s.execute([]))
+        .map_err(sqlite_err)?;
+    let result = run_commands(conn, batch);
+    if result.is_ok() {
+        match conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                rollback(conn);
+                return Err(sqlite_err(e));
+            }
+        }
+    }
+    rollback(conn);
+    result
+}
+
+fn run_commands(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    for job in batch.iter_mut() {
+        exec(conn, "SAVEPOINT command")?;
+        let keep = job.run(conn);
+        // An I/O error or a full disk makes SQLite roll the whole transaction back by itself;
+        // carrying on would run the next commands outside any transaction.
+        if conn.is_autocommit() {
+            return Err(StoreError::Database(
+                "SQLite aborted the batch's transaction".into(),
+            ));
+        }
+        if !keep {
+            exec(conn, "ROLLBACK TO command")?;
+        }
+        exec(conn, "RELEASE command")?;
+    }
+    Ok(())
+}
+
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(sqlite_err)
+}
+
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "SQLite rollback failed");
+        }
+    }
+}
