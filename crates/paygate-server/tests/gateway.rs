@@ -1,0 +1,789 @@
+//! The gateway over HTTP, as a merchant's V3 client sees it, on SQLite and (when
+//! PAYGATE_TEST_DATABASE_URL is set) on PostgreSQL: prepay, idempotency, query, close,
+//! notifications, channel faults, lost callbacks, probes, disabled merchants, pay-params.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use paygate_server::config::Config;
+use paygate_server::{RunningGateway, channel_mapping, merchants};
+use paygate_wxpay::client::{ClientError, KeyMode, WxClient};
+use paygate_wxpay::crypto::VerifyingKey;
+use paygate_wxpay::kit::MerchantKit;
+use paygate_wxpay::models::payments::Transaction;
+use paygate_wxpay::notify::Notification;
+use paygate_wxpay::sign::ResponseSignature;
+use serde_json::{Value, json};
+
+struct Gw {
+    gw: RunningGateway,
+    kit: MerchantKit,
+    client: WxClient,
+    dir: std::path::PathBuf,
+    pg_schema: Option<(String, String)>,
+    http: reqwest::Client,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        self.gw.task.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((url, schema)) = self.pg_schema.take() {
+            // Best effort: a leftover schema only costs disk.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(paygate_store::drop_postgres_schema(&url, &schema))
+            })
+            .join();
+        }
+    }
+}
+
+fn backends() -> Vec<Option<String>> {
+    let mut b = vec![None];
+    match std::env::var("PAYGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => b.push(Some(url)),
+        _ => eprintln!("PAYGATE_TEST_DATABASE_URL not set: PostgreSQL runs of this test skipped"),
+    }
+    b
+}
+
+async fn start(pg: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Gw {
+    let dir = std::env::temp_dir().join(format!("paygate-gw-{}", uuid::Uuid::new_v4()));
+    let mut config = Config {
+        data_dir: dir.clone(),
+        ..Config::default()
+    };
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.sandbox.time_scale = 1000;
+    config.workers.poll_interval_ms = 100_000; // 100 ms after scaling
+    config.workers.poll_min_age_ms = 100_000;
+    config.workers.outbox_interval_ms = 50;
+    config.operator_token = Some("operator-secret".into());
+    let mut pg_schema = None;
+    if let Some(url) = pg {
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        config.database_url = Some(format!("{url}{sep}schema={schema}"));
+        pg_schema = Some((url.to_string(), schema));
+    }
+    tweak(&mut config);
+    let gw = paygate_server::start(config).await.expect("gateway starts");
+    let channel = gw.state.channel(&gw.state.default_channel).unwrap();
+    let mapping = channel_mapping(channel.config(), None, None).unwrap();
+    let onboarded = merchants::onboard(
+        gw.state.store.as_ref(),
+        &gw.state.keys,
+        &gw.base_url,
+        merchants::NewMerchant {
+            name: "test shop".into(),
+            cert_pem: None,
+            mapping,
+        },
+    )
+    .await
+    .unwrap();
+    let client = WxClient::from_kit(&onboarded.kit, KeyMode::PublicKey, 10_000).unwrap();
+    Gw {
+        gw,
+        kit: onboarded.kit,
+        client,
+        dir,
+        pg_schema,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Gw {
+    fn mchid(&self) -> &str {
+        &self.kit.merchant.mchid
+    }
+
+    fn native(&self, no: &str, total: i64, notify_url: &str) -> Value {
+        json!({"appid": self.kit.merchant.appid, "mchid": self.mchid(), "description": "测试商品",
+               "out_trade_no": no, "notify_url": notify_url, "amount": {"total": total, "currency": "CNY"}})
+    }
+
+    async fn pay(&self, no: &str) {
+        let resp = self
+            .http
+            .post(format!("{}sandbox/v1/pay", self.gw.base_url))
+            .json(&json!({"mchid": self.mchid(), "out_trade_no": no, "result": "SUCCESS"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    async fn query(&self, no: &str) -> Transaction {
+        self.client
+            .get_json(&format!(
+                "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
+                self.mchid()
+            ))
+            .await
+            .unwrap()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}admin/v1/{path}", self.gw.base_url))
+            .bearer_auth("operator-secret")
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// The embedded simulator's sandbox API (fault injection on the channel account).
+    async fn channel_faults(&self, faults: Value) {
+        let sim = self.gw.sandbox.as_ref().unwrap();
+        let sp = &sim.partner.merchant.mchid;
+        let resp = self
+            .http
+            .put(format!("{}sandbox/v1/faults/{sp}", sim.base_url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    async fn wait_state(&self, no: &str, state: &str) -> Transaction {
+        eventually(|| async {
+            let t = self.query(no).await;
+            (t.trade_state.as_str() == state).then_some(t)
+        })
+        .await
+    }
+}
+
+async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    fail_first: Arc<Mutex<u32>>,
+}
+
+async fn receiver() -> Receiver {
+    let r = Receiver::default();
+    let (got, fail) = (Arc::clone(&r.got), Arc::clone(&r.fail_first));
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (got, fail) = (Arc::clone(&got), Arc::clone(&fail));
+            async move {
+                got.lock().unwrap().push((headers, body));
+                let mut f = fail.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url: format!("http://{addr}/notify"),
+        ..r
+    }
+}
+
+impl Receiver {
+    async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Bytes)> {
+        eventually(|| async {
+            let got = self.got.lock().unwrap().clone();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+fn out_no(p: &str) -> String {
+    format!("{p}{}", &uuid::Uuid::new_v4().simple().to_string()[..20])
+}
+
+#[tokio::test]
+async fn native_payment_is_notified_signed_and_encrypted_and_queryable() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        let no = out_no("N");
+        let r: Value = gw
+            .client
+            .post_json(
+                "/v3/pay/transactions/native",
+                &gw.native(&no, 1800, &rx.url),
+            )
+            .await
+            .unwrap();
+        assert!(r["code_url"].as_str().unwrap().starts_with("weixin://"));
+        let q = gw.query(&no).await;
+        assert_eq!(q.trade_state.as_str(), "NOTPAY");
+        gw.pay(&no).await;
+        let got = rx.wait_for(1).await;
+        let (headers, body) = &got[0];
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            header("Wechatpay-Signature-Type").as_deref(),
+            Some("WECHATPAY2-SHA256-RSA2048")
+        );
+        let sig = ResponseSignature::from_headers(header).unwrap();
+        // The prepay asked for the public key (KeyMode::PublicKey): notifications follow.
+        assert_eq!(sig.serial, gw.kit.merchant.platform_public_key_id);
+        sig.verify(
+            &VerifyingKey::from_spki_pem(&gw.kit.pub_key_pem).unwrap(),
+            body,
+        )
+        .unwrap();
+        let envelope: Notification = serde_json::from_slice(body).unwrap();
+        let t: Transaction =
+            serde_json::from_slice(&envelope.open(gw.kit.merchant.apiv3_key.as_bytes()).unwrap())
+                .unwrap();
+        assert_eq!(t.trade_state.as_str(), "SUCCESS");
+        assert_eq!(t.amount.as_ref().unwrap().total, 1800);
+        let tid = t.transaction_id.clone().unwrap();
+        assert_eq!(tid.len(), 28);
+        assert!(tid.bytes().all(|b| b.is_ascii_digit()));
+        let q = gw.wait_state(&no, "SUCCESS").await;
+        assert_eq!(q.transaction_id.as_deref(), Some(tid.as_str()));
+        let by_id: Transaction = gw
+            .client
+            .get_json(&format!(
+                "/v3/pay/transactions/id/{tid}?mchid={}",
+                gw.mchid()
+            ))
+            .await
+            .unwrap();
+        assert_eq!(by_id.out_trade_no, no);
+        // Exactly one notification record, delivered once, in the admin view.
+        let (status, view) = gw
+            .admin(reqwest::Method::GET, &format!("orders/{tid}"))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(view["notifications"].as_array().unwrap().len(), 1);
+        assert_eq!(view["attempts"][0]["state"], "PAID");
+    }
+}
+
+#[tokio::test]
+async fn prepay_is_idempotent_and_concurrent_calls_make_one_order() {
+    for pg in backends() {
+        let gw = Arc::new(start(pg.as_deref(), |_| {}).await);
+        let no = out_no("I");
+        let body = gw.native(&no, 100, "https://example.com/notify");
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (gw, body) = (Arc::clone(&gw), body.clone());
+            tasks.push(tokio::spawn(async move {
+                gw.client
+                    .post_json::<_, Value>("/v3/pay/transactions/native", &body)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut urls = std::collections::HashSet::new();
+        for t in tasks {
+            urls.insert(t.await.unwrap()["code_url"].as_str().unwrap().to_string());
+        }
+        assert_eq!(urls.len(), 1, "one order, one credential");
+        let other = gw.native(&no, 101, "https://example.com/notify");
+        match gw
+            .client
+            .post_json::<_, Value>("/v3/pay/transactions/native", &other)
+            .await
+            .unwrap_err()
+        {
+            ClientError::Api { status, code, .. } => {
+                assert_eq!((status, code.as_str()), (403, "OUT_TRADE_NO_USED"))
+            }
+            e => panic!("{e}"),
+        }
+        let order = gw
+            .gw
+            .state
+            .store
+            .get_order(gw.mchid(), &no)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            gw.gw
+                .state
+                .store
+                .attempts(&order.transaction_id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn close_is_signed_204_and_final_and_paid_orders_refuse_it() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("C");
+        let body = gw.native(&no, 100, "https://example.com/notify");
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap();
+        let close = format!("/v3/pay/transactions/out-trade-no/{no}/close");
+        assert_eq!(
+            gw.client
+                .post_no_content(&close, &json!({"mchid": gw.mchid()}))
+                .await
+                .unwrap(),
+            204
+        );
+        assert_eq!(
+            gw.client
+                .post_no_content(&close, &json!({"mchid": gw.mchid()}))
+                .await
+                .unwrap(),
+            204
+        );
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "CLOSED");
+        let err = gw
+            .client
+            .post_json::<_, Value>("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap_err();
+        assert_eq!(err.api_code(), Some("ORDER_CLOSED"));
+
+        let paid = out_no("P");
+        let _: Value = gw
+            .client
+            .post_json(
+                "/v3/pay/transactions/native",
+                &gw.native(&paid, 5, "https://e.com/n"),
+            )
+            .await
+            .unwrap();
+        gw.pay(&paid).await;
+        gw.wait_state(&paid, "SUCCESS").await;
+        let err = gw
+            .client
+            .post_no_content(
+                &format!("/v3/pay/transactions/out-trade-no/{paid}/close"),
+                &json!({"mchid": gw.mchid()}),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.api_code(), Some("ORDER_PAID"));
+        let err = gw
+            .client
+            .get_json::<Transaction>(&format!(
+                "/v3/pay/transactions/out-trade-no/NOPE1234?mchid={}",
+                gw.mchid()
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.api_code(), Some("ORDER_NOT_EXIST"));
+    }
+}
+
+#[tokio::test]
+async fn channel_failures_are_never_a_200_and_unknown_outcomes_resolve_without_a_second_order() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |c| c.sandbox.channel_timeout_ms = 400).await;
+        gw.channel_faults(json!({"errors": [{"code": "SYSTEM_ERROR", "rate_ppm": 1_000_000}], "operations": ["prepay"]})).await;
+        let err = gw
+            .client
+            .post_json::<_, Value>(
+                "/v3/pay/transactions/native",
+                &gw.native(&out_no("F"), 1, "https://e.com/n"),
+            )
+            .await
+            .unwrap_err();
+        match err {
+            ClientError::Api { status, code, .. } => {
+                assert_eq!((status, code.as_str()), (500, "SYSTEM_ERROR"))
+            }
+            e => panic!("{e}"),
+        }
+        gw.channel_faults(json!({"errors": [{"code": "FREQUENCY_LIMITED", "rate_ppm": 1_000_000}], "operations": ["prepay"]})).await;
+        let err = gw
+            .client
+            .post_json::<_, Value>(
+                "/v3/pay/transactions/native",
+                &gw.native(&out_no("F"), 1, "https://e.com/n"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Api { status: 429, .. }), "{err}");
+
+        // A timeout: the channel created the order but its answer never came.
+        gw.channel_faults(
+            json!({"timeout_rate_ppm": 1_000_000, "timeout_ms": 1500, "operations": ["prepay"]}),
+        )
+        .await;
+        let no = out_no("T");
+        let body = gw.native(&no, 7, "https://e.com/n");
+        let err = gw
+            .client
+            .post_json::<_, Value>("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap_err();
+        assert_eq!(err.api_code(), Some("SYSTEM_ERROR"));
+        gw.channel_faults(json!({})).await;
+        // The merchant retries with the same parameters: the same attempt, answered idempotently.
+        let r: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap();
+        assert!(r["code_url"].is_string());
+        let order = gw
+            .gw
+            .state
+            .store
+            .get_order(gw.mchid(), &no)
+            .await
+            .unwrap()
+            .unwrap();
+        let attempts = gw
+            .gw
+            .state
+            .store
+            .attempts(&order.transaction_id)
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 1, "no second channel order");
+        assert_eq!(attempts[0].state, paygate_store::AttemptState::Prepaid);
+        gw.pay(&no).await;
+        gw.wait_state(&no, "SUCCESS").await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_callback_is_found_by_the_poller_and_probes_are_refused() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        gw.channel_faults(json!({"notify": {"drop_rate_ppm": 1_000_000}}))
+            .await;
+        let no = out_no("L");
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &gw.native(&no, 9, &rx.url))
+            .await
+            .unwrap();
+        gw.pay(&no).await;
+        gw.wait_state(&no, "SUCCESS").await;
+        rx.wait_for(1).await;
+
+        // A signature probe first, then the real callback: the probe gets a 4xx, the order pays.
+        gw.channel_faults(json!({"notify": {"signtest": true}}))
+            .await;
+        let no = out_no("S");
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &gw.native(&no, 9, &rx.url))
+            .await
+            .unwrap();
+        gw.pay(&no).await;
+        gw.wait_state(&no, "SUCCESS").await;
+        let sim = gw.gw.sandbox.as_ref().unwrap();
+        let log: Value = gw
+            .http
+            .get(format!("{}sandbox/v1/notifications", sim.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let probe = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["probe"] == true)
+            .expect("a probe was sent");
+        assert_eq!(probe["status"], 401);
+
+        let resp = gw
+            .http
+            .post(format!("{}callbacks/wxpay/sandbox", gw.gw.base_url))
+            .header("Wechatpay-Signature", "WECHATPAY/SIGNTEST/abc")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error());
+    }
+}
+
+#[tokio::test]
+async fn notifications_retry_and_an_operator_can_resend() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        *rx.fail_first.lock().unwrap() = 2;
+        let no = out_no("R");
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &gw.native(&no, 3, &rx.url))
+            .await
+            .unwrap();
+        gw.pay(&no).await;
+        rx.wait_for(3).await;
+        let tid = gw.wait_state(&no, "SUCCESS").await.transaction_id.unwrap();
+        let view = eventually(|| async {
+            let (_, v) = gw
+                .admin(reqwest::Method::GET, &format!("orders/{tid}"))
+                .await;
+            (v["notifications"][0]["notification"]["state"] == "DELIVERED").then_some(v)
+        })
+        .await;
+        let deliveries = view["notifications"][0]["deliveries"].as_array().unwrap();
+        let statuses: Vec<i64> = deliveries
+            .iter()
+            .map(|d| d["http_status"].as_i64().unwrap())
+            .collect();
+        assert_eq!(statuses, vec![503, 503, 200]);
+        let id = view["notifications"][0]["notification"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (status, _) = gw
+            .admin(reqwest::Method::POST, &format!("notifications/{id}/resend"))
+            .await;
+        assert_eq!(status, 200);
+        let got = rx.wait_for(4).await;
+        let ids: std::collections::HashSet<String> = got
+            .iter()
+            .map(|(_, b)| {
+                serde_json::from_slice::<Value>(b).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "every delivery carries the same notification id"
+        );
+        let (status, _) = gw
+            .admin(reqwest::Method::POST, "notifications/nope/resend")
+            .await;
+        assert_eq!(status, 404);
+    }
+}
+
+#[tokio::test]
+async fn disabled_merchants_get_no_auth_and_bad_signatures_sign_error() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let body = gw.native(&out_no("D"), 1, "https://e.com/n");
+        let (status, _) = gw
+            .admin(
+                reqwest::Method::POST,
+                &format!("merchants/{}/disable", gw.mchid()),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let err = gw
+            .client
+            .post_json::<_, Value>("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap_err();
+        match err {
+            ClientError::Api { status, code, .. } => {
+                assert_eq!((status, code.as_str()), (403, "NO_AUTH"))
+            }
+            e => panic!("{e}"),
+        }
+        let (status, _) = gw
+            .admin(
+                reqwest::Method::POST,
+                &format!("merchants/{}/enable", gw.mchid()),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap();
+
+        let resp = gw
+            .http
+            .post(format!("{}v3/pay/transactions/native", gw.gw.base_url))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        let resp = gw
+            .http
+            .get(format!("{}admin/v1/merchants", gw.gw.base_url))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn jsapi_pay_params_carry_the_upstream_prepay_id_signed_by_the_channel() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("J");
+        let mut body = gw.native(&no, 1, "https://e.com/n");
+        body["payer"] = json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"});
+        let r: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/jsapi", &body)
+            .await
+            .unwrap();
+        let prepay_id = r["prepay_id"].as_str().unwrap();
+        let params: Value = gw
+            .client
+            .post_json(
+                "/paygate/v1/pay-params",
+                &json!({"out_trade_no": no, "trade_type": "JSAPI"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(params["package"], format!("prepay_id={prepay_id}"));
+        assert_eq!(params["signType"], "RSA");
+        let sim = gw.gw.sandbox.as_ref().unwrap();
+        let channel_key =
+            VerifyingKey::from_certificate_pem(&sim.partner.apiclient_cert_pem).unwrap();
+        let message = format!(
+            "{}\n{}\n{}\n{}\n",
+            params["appId"].as_str().unwrap(),
+            params["timeStamp"].as_str().unwrap(),
+            params["nonceStr"].as_str().unwrap(),
+            params["package"].as_str().unwrap()
+        );
+        channel_key
+            .verify_base64(message.as_bytes(), params["paySign"].as_str().unwrap())
+            .unwrap();
+        let err = gw
+            .client
+            .post_json::<_, Value>(
+                "/paygate/v1/pay-params",
+                &json!({"out_trade_no": no, "trade_type": "APP"}),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.api_code(), Some("INVALID_REQUEST"));
+    }
+}
+
+#[tokio::test]
+async fn a_payment_after_a_close_becomes_success_with_a_repair_record() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("LATE");
+        let _: Value = gw
+            .client
+            .post_json(
+                "/v3/pay/transactions/native",
+                &gw.native(&no, 4, "https://e.com/n"),
+            )
+            .await
+            .unwrap();
+        let store = &gw.gw.state.store;
+        let order = store.get_order(gw.mchid(), &no).await.unwrap().unwrap();
+        let attempt = store
+            .attempts(&order.transaction_id)
+            .await
+            .unwrap()
+            .remove(0);
+        // Close locally only, as if the channel's close had raced a payment.
+        let change = paygate_store::OrderChange {
+            transaction_id: order.transaction_id.clone(),
+            expected_state: paygate_store::OrderState::Notpay,
+            new_state: paygate_store::OrderState::Closed,
+            success_time: None,
+            bank_type: None,
+            payer_openid: None,
+            updated_at: time::OffsetDateTime::now_utc(),
+            attempt: None,
+            notification: None,
+            repair: None,
+        };
+        assert!(store.apply_order_change(&change).await.unwrap());
+        let tx: Transaction = serde_json::from_value(json!({
+            "out_trade_no": attempt.attempt_id, "transaction_id": "4200000000202611300000000042",
+            "trade_state": "SUCCESS", "trade_state_desc": "支付成功", "success_time": "2026-11-30T10:00:00+08:00",
+            "amount": {"total": 4, "currency": "CNY"}
+        }))
+        .unwrap();
+        let applied = paygate_server::flow::apply_channel_transaction(
+            &gw.gw.state,
+            &attempt.attempt_id,
+            &tx,
+            "callback",
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied, paygate_server::flow::Applied::PaidAfterClose);
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "SUCCESS");
+        let repairs = store.repairs(&order.transaction_id).await.unwrap();
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(repairs[0].way, "late_payment_after_close");
+        // The same callback again changes nothing.
+        let again = paygate_server::flow::apply_channel_transaction(
+            &gw.gw.state,
+            &attempt.attempt_id,
+            &tx,
+            "callback",
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, paygate_server::flow::Applied::AlreadyFinal);
+        assert_eq!(
+            store
+                .notifications_of(&order.transaction_id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
