@@ -178,3 +178,119 @@ def notify():
         yield n
     finally:
         n.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway (`paygate serve`) with its embedded sandbox channel, one per store backend:
+# SQLite always, PostgreSQL in a fresh private schema when PAYGATE_TEST_DATABASE_URL is set.
+
+GATEWAY_BACKENDS = ['sqlite'] + (['postgres'] if os.environ.get('PAYGATE_TEST_DATABASE_URL') else [])
+
+
+def pg_schema_url(base_url, name):
+    """The store's documented way to use a private PostgreSQL schema."""
+    sep = '&' if '?' in base_url else '?'
+    return f'{base_url}{sep}schema={name}'
+
+
+class Gateway:
+    def __init__(self, proc, base_url, data_dir, token, store_args, env, log_path):
+        self.proc = proc
+        self.base_url = base_url  # ends with '/'
+        self.data_dir = data_dir
+        self.token = token
+        self.store_args = store_args
+        self.env = env
+        self.log_path = log_path
+
+    def sandbox_pay(self, mchid, out_trade_no, result='SUCCESS'):
+        import requests
+        r = requests.post(self.base_url + 'sandbox/v1/pay',
+                          json={'mchid': mchid, 'out_trade_no': out_trade_no, 'result': result}, timeout=20)
+        if not (200 <= r.status_code < 300):
+            raise AssertionError(f'gateway sandbox pay {out_trade_no} {result} -> HTTP {r.status_code}: {r.text}')
+        return r
+
+    def admin(self, method, path, body=None):
+        import requests
+        return requests.request(method, self.base_url + path.lstrip('/'), json=body, timeout=20,
+                                headers={'Authorization': f'Bearer {self.token}'})
+
+    def create_merchant_cli(self, name):
+        kit_dir = tempfile.mkdtemp(prefix='paygate-conf-py-gwkit-')
+        try:
+            r = subprocess.run([paygate_bin(), 'merchant', 'create', '--name', name, '--out', kit_dir,
+                                *self.store_args, '--public-base-url', self.base_url],
+                               env=self.env, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, (f'paygate merchant create failed ({r.returncode}):\n'
+                                       f'{r.stdout.decode(errors="replace")}\n{r.stderr.decode(errors="replace")}')
+            return read_kit(kit_dir)
+        finally:
+            shutil.rmtree(kit_dir, ignore_errors=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture(scope='session', params=GATEWAY_BACKENDS)
+def gateway(request):
+    binary = paygate_bin()
+    if not os.path.exists(binary):
+        pytest.fail(f'paygate binary not found at {binary} (cargo build -p paygate, or set PAYGATE_BIN)')
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix='paygate-conf-py-gw-')
+    store_args = ['--data-dir', data_dir]
+    schema = None
+    pg_base = os.environ.get('PAYGATE_TEST_DATABASE_URL')
+    if request.param == 'postgres':
+        schema = f'conf_py_{int(time.time())}_{os.getpid()}'
+        store_args += ['--database-url', pg_schema_url(pg_base, schema)]
+    token = 'conf-py-' + os.urandom(12).hex()
+    env = dict(os.environ, PAYGATE_OPERATOR_TOKEN=token)
+    log_path = os.path.join(data_dir, 'serve.stderr.log')
+    log = open(log_path, 'wb')
+    proc = subprocess.Popen(
+        [binary, 'serve', '--listen', f'127.0.0.1:{port}', *store_args, '--sandbox-time-scale', '1000'],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    lines = []
+    found = {}
+
+    def reader():
+        for raw in proc.stdout:
+            line = raw.decode('utf-8', 'replace')
+            lines.append(line)
+            m = re.search(r'listening on (http://\S+)', line)
+            if m and 'url' not in found:
+                found['url'] = m.group(1)
+    threading.Thread(target=reader, daemon=True).start()
+    deadline = time.time() + 60
+    while 'url' not in found:
+        if proc.poll() is not None:
+            log.flush()
+            with open(log_path, 'rb') as f:
+                err = f.read().decode('utf-8', 'replace')
+            pytest.fail(f'paygate serve exited early ({proc.returncode}).\nstdout:\n{"".join(lines)}\nstderr:\n{err}')
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail('paygate serve did not print "listening on" within 60 s:\n' + ''.join(lines))
+        time.sleep(0.05)
+    gw = Gateway(proc, found['url'].rstrip('/') + '/', data_dir, token, store_args, env, log_path)
+    gw.backend = request.param
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if schema:
+            try:  # best effort: a leftover schema only costs disk
+                subprocess.run(['psql', pg_base, '-q', '-c', f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
+                               capture_output=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
+            except (OSError, subprocess.SubprocessError):
+                pass

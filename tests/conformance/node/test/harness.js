@@ -5,7 +5,7 @@
 // notify_url receiver. Everything here is plumbing; every protocol check in the tests goes
 // through the wechatpay-axios-plugin SDK.
 
-const { spawn } = require('node:child_process');
+const { spawn, execFile } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
@@ -131,6 +131,92 @@ async function startSimulator({ timeScale = 1000, readyTimeoutMs = 60000 } = {})
   };
 }
 
+/** Run `paygate <args>` to completion (bounded); resolves with {stdout, stderr}, rejects on failure. */
+function runPaygate(args, { env = {}, timeoutMs = 120000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(paygateBin(), args, { env: { ...process.env, ...env }, timeout: timeoutMs, killSignal: 'SIGKILL' }, (e, stdout, stderr) => {
+      if (e) reject(new Error(`paygate ${args.join(' ')} failed (${e.code ?? e.signal}):\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+      else resolve({ stdout, stderr });
+    });
+  });
+}
+
+/**
+ * A private PostgreSQL schema for one gateway run, on the server of `baseUrl`
+ * (PAYGATE_TEST_DATABASE_URL). The store creates the schema on first open; `drop()` removes it
+ * (psql, best effort: a leftover schema only costs disk).
+ */
+function pgSchema(baseUrl, prefix) {
+  const name = `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`.toLowerCase();
+  const u = new URL(baseUrl);
+  u.searchParams.set('schema', name);
+  return {
+    name,
+    url: u.toString(),
+    drop: () => new Promise((resolve) => {
+      execFile('psql', [baseUrl, '-q', '-c', `DROP SCHEMA IF EXISTS "${name}" CASCADE`], { timeout: 30000 }, () => resolve());
+    }),
+  };
+}
+
+/**
+ * Start the gateway: `paygate serve` on a free port with a fresh data dir (SQLite store unless
+ * databaseUrl is given) and the embedded sandbox channel. Resolves with
+ * {baseURL, dataDir, token, storeArgs, admin(method, path, body), createMerchantCli(name), stop()}.
+ */
+async function startGateway({
+  databaseUrl, timeScale = 1000, readyTimeoutMs = 60000, extraArgs = [],
+} = {}) {
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-gw-'));
+  const token = `conf-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+  const storeArgs = ['--data-dir', dataDir];
+  if (databaseUrl) storeArgs.push('--database-url', databaseUrl);
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, ...storeArgs, '--sandbox-time-scale', String(timeScale), ...extraArgs];
+  const env = { PAYGATE_OPERATOR_TOKEN: token };
+  const proc = await spawnListening(args, { env, readyTimeoutMs, what: 'paygate serve' });
+  const baseURL = `${proc.listeningURL.replace(/\/+$/, '')}/`;
+
+  // The contract: the operator token comes from PAYGATE_OPERATOR_TOKEN, else it is generated
+  // into DATA_DIR/operator_token. Admin calls use the generated one when it exists (so the admin
+  // tests still run if the env is not honoured); a dedicated test checks the env token itself.
+  const tokenFile = path.join(dataDir, 'operator_token');
+  const adminToken = () => (fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : token);
+
+  async function admin(method, pathname, body, { bearer } = {}) {
+    const res = await fetch(new URL(pathname, baseURL), {
+      method,
+      headers: { Authorization: `Bearer ${bearer ?? adminToken()}`, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(20000),
+    });
+    const text = await res.text();
+    let json;
+    try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+    return { status: res.status, text, json };
+  }
+
+  /** `paygate merchant create` on the same store as the running server; returns the kit it wrote. */
+  async function createMerchantCli(name) {
+    const kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-gwkit-'));
+    try {
+      await runPaygate(['merchant', 'create', '--name', name, '--out', kitDir, ...storeArgs, '--public-base-url', baseURL], { env });
+      return readKit(kitDir);
+    } finally {
+      fs.rmSync(kitDir, { recursive: true, force: true });
+    }
+  }
+
+  async function stop() {
+    await proc.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+
+  return {
+    baseURL, port, dataDir, token, storeArgs, admin, createMerchantCli, stop, stderr: proc.stderr, proc,
+  };
+}
+
 /**
  * A local notify_url receiver. Records every POST (raw body + headers) and answers 204.
  */
@@ -207,4 +293,5 @@ function uniqueNo(prefix) {
 
 module.exports = {
   startSimulator, startNotifyServer, beijingDate, uniqueNo, sleep, paygateBin, freePort, readKit, spawnListening,
+  runPaygate, startGateway, pgSchema,
 };
