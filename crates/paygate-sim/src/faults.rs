@@ -49,7 +49,7 @@ pub struct Faults {
     #[serde(default)]
     pub errors: Vec<ErrorFault>,
     /// Probability (ppm) that a request is processed but answered only after `timeout_ms`
-    /// with a 504, long after any sane client gave up.
+    /// with 500 SYSTEM_ERROR, long after any sane client gave up.
     #[serde(default)]
     pub timeout_rate_ppm: u32,
     #[serde(default = "default_timeout_ms")]
