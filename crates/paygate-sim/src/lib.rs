@@ -24,7 +24,7 @@ mod api_profitsharing;
 pub mod bills;
 pub mod clock;
 pub mod faults;
-pub mod ids;
+pub use paygate_core::ids;
 pub mod notify;
 pub mod sandbox;
 pub mod server;
