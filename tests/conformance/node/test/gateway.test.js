@@ -56,6 +56,29 @@ function kitFromAdmin(kit) {
   };
 }
 
+/**
+ * A request signed by hand with the SDK's primitives (Formatter.request + Rsa.sign), so a test
+ * controls the timestamp and nonce. Resolves with {status, json, text}.
+ */
+async function rawSigned(mch, method, target, body, { timestamp = Formatter.timestamp(), nonce = Formatter.nonce() } = {}) {
+  const payload = body === undefined ? '' : JSON.stringify(body);
+  const signature = Rsa.sign(Formatter.request(method, target, timestamp, nonce, payload), Rsa.from(mch.kit.privateKey));
+  const res = await fetch(new URL(target.replace(/^\//, ''), mch.m.base_url), {
+    method,
+    headers: {
+      Authorization: Formatter.authorization(mch.m.mchid, nonce, signature, timestamp, mch.m.serial_no),
+      Accept: 'application/json',
+      ...(payload ? { 'Content-Type': 'application/json' } : {}),
+    },
+    body: payload || undefined,
+    signal: AbortSignal.timeout(20000),
+  });
+  const text = await res.text();
+  let json;
+  try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+  return { status: res.status, json, text };
+}
+
 /** One gateway merchant in one key mode, with its SDK client. */
 class Merchant {
   constructor(ctx, kit, mode, notifySuffix) {
@@ -326,7 +349,8 @@ for (const backend of BACKENDS) {
           const [rec] = await mch.waitNotification(outTradeNo);
           assert.equal(rec.method, 'POST');
           assert.match(rec.headers['content-type'] || '', /^application\/json/, 'notification Content-Type (§3.1)');
-          const { env, resource } = mch.open(rec);
+          const { env, resource, serial } = mch.open(rec);
+          assert.equal(serial, mch.expectedSerial, 'the notification is signed with the key family the merchant asked for at prepay (a public-key-only SDK holds no certificate)');
           assert.equal(env.event_type, 'TRANSACTION.SUCCESS', 'event_type (§3.2)');
           assert.equal(env.resource.original_type, 'transaction', 'original_type (§3.2)');
           checkPaidTransaction(resource, mch, { outTradeNo, total: 333, type: 'jsapi' });
@@ -348,6 +372,15 @@ for (const backend of BACKENDS) {
           assert.equal(b.resource.transaction_id, t.transaction_id);
           await sleep(500);
           assert.equal(mch.deliveries(t.out_trade_no, suffix).length, 2, 'no delivery after the 204 acknowledgement');
+        });
+
+        it('a 200 answer with a JSON body is an acknowledgement too (§3.4)', async () => {
+          const suffix = `gw-${mode}/ok200`;
+          const t = await mch.paidOrder('native', { total: 405, notifyUrl: ctx.notify.url(suffix) });
+          const [first] = await mch.waitNotification(t.out_trade_no, { suffix });
+          assert.equal(first.answered, 200);
+          await sleep(500);
+          assert.equal(mch.deliveries(t.out_trade_no, suffix).length, 1, 'no redelivery after a 200');
         });
 
         it('a PAYERROR payment leaves the order unpaid and sends no TRANSACTION.SUCCESS (§4.5)', async () => {
@@ -464,6 +497,61 @@ for (const backend of BACKENDS) {
           });
           await apiError('prepay signed with a wrong key', impostor.v3.pay.transactions.native.post(mch.prepayBody('native', { outTradeNo: uniqueNo('gwbadsig') })), 401, 'SIGN_ERROR');
         });
+
+        it('a replayed nonce and a stale timestamp -> 401 SIGN_ERROR (§1.2, DESIGN request path)', async () => {
+          const target = '/v3/pay/transactions/native';
+          const body = mch.prepayBody('native', { outTradeNo: uniqueNo('gwreplay') });
+          const nonce = Formatter.nonce();
+          const timestamp = Formatter.timestamp();
+          const first = await rawSigned(mch, 'POST', target, body, { nonce, timestamp });
+          assert.equal(first.status, 200, `hand-signed prepay: HTTP ${first.status} ${first.text}`);
+          const replay = await rawSigned(mch, 'POST', target, body, { nonce, timestamp });
+          assert.equal(replay.status, 401, `the same signed request again (replayed nonce): HTTP ${replay.status} ${replay.text}`);
+          assert.equal(replay.json && replay.json.code, 'SIGN_ERROR', replay.text);
+          const stale = await rawSigned(mch, 'POST', target, mch.prepayBody('native', { outTradeNo: uniqueNo('gwstale') }), { timestamp: timestamp - 600 });
+          assert.equal(stale.status, 401, `a request signed 10 min ago: HTTP ${stale.status} ${stale.text}`);
+          assert.equal(stale.json && stale.json.code, 'SIGN_ERROR', stale.text);
+        });
+
+        it('invalid prepay parameters -> 400 PARAM_ERROR (§4.1, §8)', async () => {
+          const cases = [
+            ['amount.total = 0', (b) => { b.amount.total = 0; }],
+            ['out_trade_no of 5 chars', (b) => { b.out_trade_no = 'ab123'; }],
+            ['out_trade_no with a space', (b) => { b.out_trade_no = 'ab 12345'; }],
+            ['no description', (b) => { delete b.description; }],
+            ['no notify_url', (b) => { delete b.notify_url; }],
+            ['description with a 4-byte character', (b) => { b.description = 'emoji 😀'; }],
+          ];
+          for (const [label, mutate] of cases) {
+            const body = mch.prepayBody('native', { outTradeNo: uniqueNo('gwbad') });
+            mutate(body);
+            await apiError(`prepay with ${label}`, mch.wx.v3.pay.transactions.native.post(body), 400, 'PARAM_ERROR');
+          }
+          const jsapi = mch.prepayBody('jsapi', { outTradeNo: uniqueNo('gwnoopenid') });
+          delete jsapi.payer;
+          await assert.rejects(mch.wx.v3.pay.transactions.jsapi.post(jsapi), (e) => e.response && e.response.status === 400, 'JSAPI without payer.openid -> 400 (§4.1)');
+        });
+
+        it('prepay naming another mchid than the signer, or an appid not the merchant\'s, is refused', async () => {
+          const other = mch.prepayBody('native', { outTradeNo: uniqueNo('gwothermch') });
+          other.mchid = '1900000109';
+          await assert.rejects(mch.wx.v3.pay.transactions.native.post(other), (e) => e.response && e.response.status >= 400 && e.response.status < 500, 'body mchid != Authorization mchid -> 4xx (§1.1)');
+          const app = mch.prepayBody('native', { outTradeNo: uniqueNo('gwotherapp') });
+          app.appid = 'wx0000000000000000';
+          await apiError('prepay with an appid not bound to the merchant', mch.wx.v3.pay.transactions.native.post(app), 400, 'APPID_MCHID_NOT_MATCH');
+        });
+
+        it('a closed order cannot be paid: the sandbox payer is refused, the order stays CLOSED, no notification (§4.4, DESIGN rule 3)', async () => {
+          const outTradeNo = uniqueNo(`gw${mode[0]}cpay`);
+          await ok('prepay', mch.prepay('native', { outTradeNo }));
+          await ok('close', mch.close(outTradeNo));
+          const r = await mch.sandboxPay(outTradeNo);
+          assert.ok(r.status >= 400, `paying a closed order must fail, got HTTP ${r.status}: ${r.text}`);
+          await sleep(500);
+          const q = await ok('query', mch.queryByOutTradeNo(outTradeNo));
+          assert.equal(q.data.trade_state, 'CLOSED');
+          assert.equal(mch.deliveries(outTradeNo).length, 0, 'no notification for a closed order');
+        });
       });
     }
 
@@ -511,6 +599,33 @@ for (const backend of BACKENDS) {
         const q = await ok('query after enable', st.mch.queryByOutTradeNo(outTradeNo));
         assert.equal(q.data.trade_state, 'NOTPAY');
         await ok('prepay after enable', st.mch.prepay('native', { outTradeNo: uniqueNo('gwen') }));
+      });
+
+      it('merchants are isolated: another merchant cannot see, close, pay-param or shadow an order', async () => {
+        assert.ok(st.mch, 'needs the admin-created merchant of an earlier step');
+        const a = new Merchant(ctx, ctx.kit, 'pubkey', 'gw-iso-a');
+        const b = st.mch;
+        const unpaidNo = uniqueNo('gwisoa');
+        await ok('A prepays jsapi', a.prepay('jsapi', { outTradeNo: unpaidNo }));
+        const paid = await a.paidOrder('native', { total: 606 });
+        await apiError('B queries A\'s order under its own mchid', b.queryByOutTradeNo(unpaidNo), 404, 'ORDER_NOT_EXIST');
+        await apiError('B queries A\'s transaction_id under its own mchid', b.queryById(paid.transaction_id), 404, 'ORDER_NOT_EXIST');
+        const asA = (p) => assert.rejects(p, (e) => e.response && e.response.status >= 400 && e.response.status < 500);
+        await asA(b.wx.v3.pay.transactions.outTradeNo._out_trade_no_.get({ out_trade_no: unpaidNo, params: { mchid: a.m.mchid } }), 'B queries with mchid=A');
+        await asA(b.wx.v3.pay.transactions.id._transaction_id_.get({ transaction_id: paid.transaction_id, params: { mchid: a.m.mchid } }), 'B queries by id with mchid=A');
+        await asA(b.wx.v3.pay.transactions.outTradeNo._out_trade_no_.close.post({ mchid: a.m.mchid }, { out_trade_no: unpaidNo }), 'B closes with mchid=A');
+        await apiError('B closes A\'s order under its own mchid', b.close(unpaidNo), 404, 'ORDER_NOT_EXIST');
+        await apiError('B asks pay-params for A\'s order', b.payParams(unpaidNo, 'JSAPI'), 404, 'ORDER_NOT_EXIST');
+        const q = await ok('A queries its order', a.queryByOutTradeNo(unpaidNo));
+        assert.equal(q.data.trade_state, 'NOTPAY', 'A\'s order is untouched');
+        // the same out_trade_no is B's own business: a different order, not A's
+        const mine = await ok('B prepays the same out_trade_no', b.prepay('native', { outTradeNo: unpaidNo, total: 777 }));
+        assert.match(mine.data.code_url, /^weixin:\/\//);
+        const qb = await ok('B queries its order', b.queryByOutTradeNo(unpaidNo));
+        assert.equal(qb.data.amount.total, 777);
+        assert.equal(qb.data.mchid, b.m.mchid);
+        const qa = await ok('A queries again', a.queryByOutTradeNo(unpaidNo));
+        assert.equal(qa.data.amount.total, 101, 'A\'s order is not B\'s');
       });
 
       it('GET /admin/v1/orders/{transaction_id}: the paid order with exactly one notification; resend delivers it again', async () => {

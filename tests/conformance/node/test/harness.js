@@ -233,6 +233,7 @@ async function startNotifyServer() {
         path: req.url, method: req.method, headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now(),
       };
       let status = 204;
+      if (req.url.includes('/ok200')) status = 200;
       if (req.url.includes('/flaky')) {
         let id;
         try { id = JSON.parse(rec.body).id; } catch { id = rec.body; }
@@ -244,6 +245,9 @@ async function startNotifyServer() {
       if (status === 500) {
         res.setHeader('Content-Type', 'application/json');
         res.end(JSON.stringify({ code: 'FAIL', message: '失败' }));
+      } else if (status === 200) {
+        res.setHeader('Content-Type', 'application/json');
+        res.end(JSON.stringify({ code: 'SUCCESS', message: '成功' }));
       } else {
         res.end();
       }
