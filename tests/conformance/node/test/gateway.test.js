@@ -228,7 +228,7 @@ for (const backend of BACKENDS) {
     before(async () => {
       ctx.notify = await startNotifyServer();
       if (backend.pg) ctx.schema = pgSchema(backend.pg, 'conf_node');
-      ctx.gw = await startGateway({ databaseUrl: ctx.schema && ctx.schema.url, timeScale: 1000 });
+      ctx.gw = await startGateway({ databaseUrl: ctx.schema && ctx.schema.url, timeScale: 1000, merchantsBeforeStart: ['offline'] });
       ctx.kit = await ctx.gw.createMerchantCli(`conformance-node-${backend.name}`);
     });
 
@@ -251,6 +251,18 @@ for (const backend of BACKENDS) {
       assert.equal(BigInt(`0x${cert.serialNumber}`), BigInt(`0x${m.serial_no}`), 'apiclient_cert.pem serial == serial_no');
       const pc = new crypto.X509Certificate(ctx.kit.platformCert);
       assert.equal(BigInt(`0x${pc.serialNumber}`), BigInt(`0x${m.platform_serial_no}`), 'platform_cert.pem serial == platform_serial_no');
+    });
+
+    it('a merchant created by the CLI before the server started works (same store)', async () => {
+      const kit = ctx.gw.kitsBeforeStart.offline;
+      assert.equal(new URL(kit.merchant.base_url).origin, new URL(ctx.gw.baseURL).origin, 'base_url is the gateway');
+      assert.notEqual(kit.merchant.mchid, ctx.kit.merchant.mchid, 'distinct merchants');
+      const mch = new Merchant(ctx, kit, 'cert', 'gw-offline');
+      const outTradeNo = uniqueNo('gwoffline');
+      const res = await ok('prepay with the offline-created kit', mch.prepay('native', { outTradeNo }));
+      assert.equal(res.status, 200);
+      const q = await ok('query', mch.queryByOutTradeNo(outTradeNo));
+      assert.equal(q.data.mchid, kit.merchant.mchid);
     });
 
     it('GET /healthz and /readyz answer 200', async () => {

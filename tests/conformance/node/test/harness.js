@@ -165,7 +165,7 @@ function pgSchema(baseUrl, prefix) {
  * {baseURL, dataDir, token, storeArgs, admin(method, path, body), createMerchantCli(name), stop()}.
  */
 async function startGateway({
-  databaseUrl, timeScale = 1000, readyTimeoutMs = 60000, extraArgs = [],
+  databaseUrl, timeScale = 1000, readyTimeoutMs = 60000, extraArgs = [], merchantsBeforeStart = [],
 } = {}) {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-gw-'));
@@ -174,6 +174,24 @@ async function startGateway({
   if (databaseUrl) storeArgs.push('--database-url', databaseUrl);
   const args = ['serve', '--listen', `127.0.0.1:${port}`, ...storeArgs, '--sandbox-time-scale', String(timeScale), ...extraArgs];
   const env = { PAYGATE_OPERATOR_TOKEN: token };
+
+  /** `paygate merchant create` on the store (server running or not); returns the kit it wrote. */
+  async function createMerchantCli(name, baseURL) {
+    const kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-gwkit-'));
+    try {
+      await runPaygate(['merchant', 'create', '--name', name, '--out', kitDir, ...storeArgs, '--public-base-url', baseURL], { env });
+      return readKit(kitDir);
+    } finally {
+      fs.rmSync(kitDir, { recursive: true, force: true });
+    }
+  }
+
+  // merchants created by the CLI while no server runs (the server must find them at start)
+  const kitsBeforeStart = {};
+  for (const name of merchantsBeforeStart) {
+    kitsBeforeStart[name] = await createMerchantCli(name, `http://127.0.0.1:${port}/`);
+  }
+
   const proc = await spawnListening(args, { env, readyTimeoutMs, what: 'paygate serve' });
   const baseURL = `${proc.listeningURL.replace(/\/+$/, '')}/`;
 
@@ -196,24 +214,23 @@ async function startGateway({
     return { status: res.status, text, json };
   }
 
-  /** `paygate merchant create` on the same store as the running server; returns the kit it wrote. */
-  async function createMerchantCli(name) {
-    const kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'paygate-conf-gwkit-'));
-    try {
-      await runPaygate(['merchant', 'create', '--name', name, '--out', kitDir, ...storeArgs, '--public-base-url', baseURL], { env });
-      return readKit(kitDir);
-    } finally {
-      fs.rmSync(kitDir, { recursive: true, force: true });
-    }
-  }
-
   async function stop() {
     await proc.stop();
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
 
   return {
-    baseURL, port, dataDir, token, storeArgs, admin, createMerchantCli, stop, stderr: proc.stderr, proc,
+    baseURL,
+    port,
+    dataDir,
+    token,
+    storeArgs,
+    admin,
+    createMerchantCli: (name) => createMerchantCli(name, baseURL),
+    kitsBeforeStart,
+    stop,
+    stderr: proc.stderr,
+    proc,
   };
 }
 
