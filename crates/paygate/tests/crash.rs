@@ -809,6 +809,9 @@ async fn scenario() {
         .map(|t| t.trim().to_string())
         .unwrap_or(token);
     let mut admin_checked = 0usize;
+    // upstream out_trade_no (attempt_id) of each paid order's PAID attempt
+    let mut paid_attempts: HashMap<String, String> = HashMap::new();
+    let mut multi_attempt_orders = 0usize;
     for o in &paid {
         let Some(tid) = state.get(&o.no).and_then(|t| t["transaction_id"].as_str()) else {
             continue;
@@ -830,6 +833,33 @@ async fn scenario() {
             }
         };
         admin_checked += 1;
+        let attempts = v["attempts"].as_array().cloned().unwrap_or_default();
+        if attempts.len() > 1 {
+            multi_attempt_orders += 1;
+        }
+        let paid_here: Vec<&Value> = attempts.iter().filter(|a| a["state"] == "PAID").collect();
+        match paid_here.as_slice() {
+            [one] => {
+                let id = one["attempt_id"].as_str().unwrap_or_default().to_string();
+                paid_attempts.insert(id, o.no.clone());
+            }
+            _ => problems.push(format!(
+                "{}: {} PAID attempts (expected one): {}",
+                o.no,
+                paid_here.len(),
+                Value::Array(attempts.clone())
+            )),
+        }
+        // an attempt left open at the channel is a second way to pay the same order
+        for a in &attempts {
+            let st = a["state"].as_str().unwrap_or_default();
+            if !matches!(st, "PAID" | "CLOSED" | "FAILED") {
+                problems.push(format!(
+                    "{}: paid order keeps a {st} attempt {} open at the channel",
+                    o.no, a["attempt_id"]
+                ));
+            }
+        }
         match v["notifications"].as_array() {
             Some(a) if a.len() == 1 => {}
             Some(a) => problems.push(format!(
@@ -873,6 +903,13 @@ async fn scenario() {
                 .collect()
         })
         .unwrap_or_default();
+    for reference in &sim_paid {
+        if !paid_attempts.contains_key(*reference) {
+            problems.push(format!(
+                "the simulator has a paid order {reference} that is no paid order's PAID attempt at the gateway"
+            ));
+        }
+    }
     if sim_paid.len() != paid.len() {
         problems.push(format!(
             "the simulator paid {} orders, the load paid {}",
@@ -909,7 +946,7 @@ async fn scenario() {
         tids.len()
     );
     println!(
-        "  notifications {} distinct, {} deliveries, {redeliveries} redeliveries; admin views checked {admin_checked}",
+        "  notifications {} distinct, {} deliveries, {redeliveries} redeliveries; admin views checked {admin_checked} ({multi_attempt_orders} paid orders with more than one channel attempt)",
         notification_ids.len(),
         deliveries.len()
     );
