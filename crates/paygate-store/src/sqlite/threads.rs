@@ -213,7 +213,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let commit = run_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        tracing::trace!(
+            commands = batch.len(),
+            elapsed_us = started.elapsed().as_micros(),
+            "SQLite batch committed"
+        );
         if let Err(e) = &commit {
             tracing::error!(error = %e, commands = batch.len(), "SQLite group commit failed");
         }

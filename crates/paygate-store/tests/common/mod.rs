@@ -20,19 +20,36 @@ const PG_TEST_POOL: u32 = 8;
 
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite { dir: PathBuf, file: PathBuf },
-    Postgres { base_url: String, schema: String },
+    /// `query`: URL parameters after `?` (empty for none).
+    Sqlite {
+        dir: PathBuf,
+        file: PathBuf,
+        query: String,
+    },
+    Postgres {
+        base_url: String,
+        schema: String,
+    },
 }
 
 impl Db {
     pub fn sqlite() -> Db {
+        Self::sqlite_with("")
+    }
+
+    /// A SQLite database opened with URL parameters `query` (`synchronous=normal`, say).
+    pub fn sqlite_with(query: &str) -> Db {
         let dir = std::env::temp_dir().join(format!(
             "paygate-store-test-{}",
             uuid::Uuid::new_v4().simple()
         ));
         // A directory level that does not exist yet: `open` must create it.
         let file = dir.join("data").join("paygate.db");
-        Db::Sqlite { dir, file }
+        Db::Sqlite {
+            dir,
+            file,
+            query: query.to_string(),
+        }
     }
 
     /// None (the test prints that it was skipped) when no PostgreSQL URL is configured.
@@ -44,7 +61,10 @@ impl Db {
 
     pub fn url(&self) -> String {
         match self {
-            Db::Sqlite { file, .. } => format!("sqlite://{}", file.display()),
+            Db::Sqlite { file, query, .. } if query.is_empty() => {
+                format!("sqlite://{}", file.display())
+            }
+            Db::Sqlite { file, query, .. } => format!("sqlite://{}?{query}", file.display()),
             Db::Postgres { base_url, schema } => {
                 let sep = if base_url.contains('?') { '&' } else { '?' };
                 format!("{base_url}{sep}schema={schema}&max_connections={PG_TEST_POOL}")
