@@ -50,6 +50,9 @@ const TIME_SCALE: &str = "100";
 /// One call (with its retries across the crash) must get a definite answer within this.
 const CALL_DEADLINE: Duration = Duration::from_secs(90);
 const WHOLE_TEST: Duration = Duration::from_secs(400);
+/// The merchant answers each notification this late (well inside the 5 s ack window), so the
+/// kill lands while deliveries are in flight.
+const ACK_DELAY: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------------------------
 // processes and directories
@@ -256,6 +259,7 @@ async fn notify_handler(
     match st.open(&headers, &body) {
         Ok(d) => {
             st.deliveries.lock().unwrap().push(d);
+            tokio::time::sleep(ACK_DELAY).await;
             StatusCode::NO_CONTENT
         }
         Err(e) => {
@@ -366,6 +370,28 @@ impl Ctx {
             ))
             .await
     }
+}
+
+async fn admin_order(
+    http: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    transaction_id: &str,
+) -> Result<Value, String> {
+    let resp = http
+        .get(format!("{gateway}/admin/v1/orders/{transaction_id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!(
+            "HTTP {status}: {}",
+            resp.text().await.unwrap_or_default()
+        ));
+    }
+    resp.json().await.map_err(|e| e.to_string())
 }
 
 fn credential_of(product: &str, v: &Value) -> Option<String> {
@@ -597,6 +623,7 @@ async fn scenario() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let acked_at_kill = ctx.acked_prepays.load(Ordering::SeqCst);
+    let notified_at_kill = receiver.deliveries.lock().unwrap().len();
     let killed_at = Instant::now();
     gw.kill9();
     let restart_spawned = Instant::now();
@@ -743,6 +770,49 @@ async fn scenario() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let drain_time = phase.elapsed();
+    // the outbox drains: every paid order's notification is DELIVERED at the gateway (an
+    // acknowledgement lost in the crash means a redelivery once its lease runs out). The
+    // operator token is PAYGATE_OPERATOR_TOKEN, or the one generated into DATA_DIR/operator_token.
+    let token = std::fs::read_to_string(data_dir.0.join("operator_token"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or(token);
+    let outbox_deadline = Instant::now() + Duration::from_secs(150);
+    let mut undelivered: Vec<String> = paid
+        .iter()
+        .filter_map(|o| state.get(&o.no).and_then(|t| t["transaction_id"].as_str()))
+        .map(str::to_string)
+        .collect();
+    while !undelivered.is_empty() {
+        let mut still = Vec::new();
+        for tid in undelivered {
+            let delivered = admin_order(&ctx.http, &gateway, &token, &tid)
+                .await
+                .ok()
+                .and_then(|v| v["notifications"].as_array().cloned())
+                .is_some_and(|ns| {
+                    !ns.is_empty() && ns.iter().all(|n| n["notification"]["state"] == "DELIVERED")
+                });
+            if !delivered {
+                still.push(tid);
+            }
+        }
+        undelivered = still;
+        if undelivered.is_empty() {
+            break;
+        }
+        if Instant::now() >= outbox_deadline {
+            problems.push(format!(
+                "{} paid orders' notifications are not DELIVERED at the gateway after 150 s, e.g. {:?}",
+                undelivered.len(),
+                &undelivered[..undelivered.len().min(5)]
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let outbox_drain_time = phase.elapsed();
+
     // late redeliveries settle: wait until nothing new arrives for a while (bounded)
     let quiet_deadline = Instant::now() + Duration::from_secs(10);
     let mut last = usize::MAX;
@@ -754,7 +824,6 @@ async fn scenario() {
         last = n;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let drain_time = phase.elapsed();
     let deliveries = receiver.deliveries.lock().unwrap().clone();
     for r in receiver.rejected.lock().unwrap().iter() {
         problems.push(format!("a notification failed verification: {r}"));
@@ -802,12 +871,8 @@ async fn scenario() {
         }
     }
 
-    // the gateway's own records: exactly one notification per paid order. The operator token
-    // is PAYGATE_OPERATOR_TOKEN, or the one generated into DATA_DIR/operator_token.
+    // the gateway's own records: exactly one notification per paid order
     let http = &ctx.http;
-    let token = std::fs::read_to_string(data_dir.0.join("operator_token"))
-        .map(|t| t.trim().to_string())
-        .unwrap_or(token);
     let mut admin_checked = 0usize;
     // upstream out_trade_no (attempt_id) of each paid order's PAID attempt
     let mut paid_attempts: HashMap<String, String> = HashMap::new();
@@ -816,17 +881,8 @@ async fn scenario() {
         let Some(tid) = state.get(&o.no).and_then(|t| t["transaction_id"].as_str()) else {
             continue;
         };
-        let resp = http
-            .get(format!("{gateway}/admin/v1/orders/{tid}"))
-            .bearer_auth(&token)
-            .send()
-            .await;
-        let v: Value = match resp {
-            Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
-            Ok(r) => {
-                problems.push(format!("{}: admin order view -> HTTP {}", o.no, r.status()));
-                continue;
-            }
+        let v = match admin_order(http, &gateway, &token, tid).await {
+            Ok(v) => v,
             Err(e) => {
                 problems.push(format!("{}: admin order view: {e}", o.no));
                 continue;
@@ -946,7 +1002,7 @@ async fn scenario() {
         tids.len()
     );
     println!(
-        "  notifications {} distinct, {} deliveries, {redeliveries} redeliveries; admin views checked {admin_checked} ({multi_attempt_orders} paid orders with more than one channel attempt)",
+        "  notifications {} distinct ({notified_at_kill} received before the kill), {} deliveries, {redeliveries} redeliveries; admin views checked {admin_checked} ({multi_attempt_orders} paid orders with more than one channel attempt)",
         notification_ids.len(),
         deliveries.len()
     );
@@ -954,7 +1010,7 @@ async fn scenario() {
         "  re-prepay of unpaid orders: same credential {same_credential}, refreshed {refreshed}"
     );
     println!(
-        "  restart time {restart_time:?} (spawn -> listening), downtime {downtime:?}; load {load_time:?}, settling {settle_time:?}, notification drain {drain_time:?}; whole test {:?}",
+        "  restart time {restart_time:?} (spawn -> listening), downtime {downtime:?}; load {load_time:?}, settling {settle_time:?}, notifications at the merchant {drain_time:?}, outbox drained {outbox_drain_time:?}; whole test {:?}",
         started.elapsed()
     );
 
