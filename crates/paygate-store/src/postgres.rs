@@ -136,6 +136,10 @@ impl PgStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            // No ping before every checkout (a round trip per call): a connection that died
+            // fails its next statement once and is dropped from the pool; every write here is
+            // one transaction, so such a failure writes nothing and a retry is safe.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms))
             .connect_with(connect)
             .await
@@ -533,20 +537,26 @@ impl Store for PgStore {
         decode_all(&rows, codec::platform_key)
     }
 
-    async fn create_order(
-        &self,
-        o: &OrderRecord,
-        first_attempt: &AttemptRecord,
-    ) -> Result<CreateOrder> {
-        let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        // ON CONFLICT on the idempotency key only: a concurrent insert of the same key makes
-        // this wait for it, then do nothing; a clash on transaction_id stays a Conflict.
+    async fn create_order(&self, o: &OrderRecord, a: &AttemptRecord) -> Result<CreateOrder> {
+        // One statement, so one round trip and its own transaction: the attempt is inserted
+        // only from the order row the CTE inserted (none on a key conflict), and an error in
+        // either insert fails both. ON CONFLICT covers the idempotency key only: a concurrent
+        // insert of the same key makes this wait for it, then do nothing; a clash on
+        // transaction_id (or attempt_id) stays a Conflict.
         let inserted = sqlx::query(
-            "INSERT INTO orders (transaction_id, mchid, out_trade_no, appid, trade_type, state, description, attach,
-                 notify_url, total_fen, currency, payer_openid, time_expire, fingerprint, request_json, created_at,
-                 updated_at, success_time, bank_type, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
-             ON CONFLICT (mchid, out_trade_no) DO NOTHING",
+            "WITH new_order AS (
+                 INSERT INTO orders (transaction_id, mchid, out_trade_no, appid, trade_type, state,
+                     description, attach, notify_url, total_fen, currency, payer_openid, time_expire,
+                     fingerprint, request_json, created_at, updated_at, success_time, bank_type, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                     $19, $20)
+                 ON CONFLICT (mchid, out_trade_no) DO NOTHING
+                 RETURNING transaction_id)
+             INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url,
+                 h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision,
+                 created_at, updated_at, last_polled_at)
+             SELECT $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36
+             FROM new_order",
         )
         .bind(&o.transaction_id)
         .bind(&o.mchid)
@@ -568,26 +578,40 @@ impl Store for PgStore {
         .bind(opt_ms(o.success_time))
         .bind(&o.bank_type)
         .bind(o.version)
-        .execute(&mut *tx)
+        .bind(&a.attempt_id)
+        .bind(&a.transaction_id)
+        .bind(a.seq)
+        .bind(&a.channel_id)
+        .bind(a.state.as_str())
+        .bind(&a.prepay_id)
+        .bind(&a.code_url)
+        .bind(&a.h5_url)
+        .bind(opt_ms(a.prepay_expires_at))
+        .bind(&a.channel_transaction_id)
+        .bind(&a.error_code)
+        .bind(&a.error_message)
+        .bind(&a.decision)
+        .bind(unix_ms(a.created_at))
+        .bind(unix_ms(a.updated_at))
+        .bind(opt_ms(a.last_polled_at))
+        .execute(&self.pool)
         .await
         .map_err(pg_err)?
         .rows_affected();
-        if inserted == 0 {
-            // READ COMMITTED: this statement sees the row the conflicting transaction committed.
-            let existing = order_by_key(&mut tx, &o.mchid, &o.out_trade_no)
-                .await?
-                .ok_or_else(|| {
-                    StoreError::Database(format!(
-                        "order ({}, {}) conflicted but is not there",
-                        o.mchid, o.out_trade_no
-                    ))
-                })?;
-            tx.rollback().await.map_err(pg_err)?;
-            return Ok(CreateOrder::Exists(existing));
+        if inserted > 0 {
+            return Ok(CreateOrder::Created);
         }
-        insert_attempt(&mut tx, first_attempt).await?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(CreateOrder::Created)
+        // READ COMMITTED: a new statement sees the row the conflicting transaction committed.
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        let existing = order_by_key(&mut conn, &o.mchid, &o.out_trade_no)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Database(format!(
+                    "order ({}, {}) conflicted but is not there",
+                    o.mchid, o.out_trade_no
+                ))
+            })?;
+        Ok(CreateOrder::Exists(existing))
     }
 
     async fn get_order(&self, mchid: &str, out_trade_no: &str) -> Result<Option<OrderRecord>> {
