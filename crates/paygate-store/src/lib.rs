@@ -6,6 +6,14 @@
 //! the attempt's update, the merchant notification (transactional outbox) and the repair
 //! record are written in ONE database transaction, or not at all (DESIGN.md rule 1).
 //!
+//! - [`sqlite`]: one writer thread group-commits every queued write in one transaction, each
+//!   command in its own savepoint; reads run on read-only connections (WAL). `synchronous=FULL`.
+//! - [`postgres`]: an sqlx pool; compare-and-set under row locks, `ON CONFLICT DO NOTHING` for
+//!   the idempotency key, `FOR UPDATE SKIP LOCKED` plus a lease for the outbox.
+//! - Migrations (`migrations/{sqlite,postgres}/`) are applied by [`open`], recorded in
+//!   `schema_version`. Times are stored as Unix milliseconds: read back, they are cut to the
+//!   millisecond ([`truncate_to_ms`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), paygate_store::StoreError> {
 //! let store = paygate_store::open("sqlite://./paygate-data/paygate.db").await?;
@@ -156,6 +164,12 @@ pub trait Store: Send + Sync + 'static {
         transaction_id: &str,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
     async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Closes the store's database connections and waits until they are closed: PostgreSQL
+    /// closes its pool (calls made afterwards fail); SQLite has nothing to wait for (dropping
+    /// the store closes the file). For an orderly shutdown, and for a test that drops its
+    /// database (schema) afterwards. (Added by the store; the default does nothing.)
+    async fn close(&self) {}
 }
 
 /// Opens a store by URL: `sqlite://PATH` (created with its directory if missing) or
@@ -198,7 +212,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 /// let schema = "t_0f3a9c";
 /// let store = paygate_store::open_postgres_in_schema(url, schema).await?;
 /// // ... the test ...
-/// drop(store);
+/// store.close().await;
 /// paygate_store::drop_postgres_schema(url, schema).await?;
 /// # Ok(()) }
 /// ```
@@ -211,7 +225,9 @@ pub async fn open_postgres_in_schema(
     Ok(std::sync::Arc::new(PgStore::connect(&url, &options).await?))
 }
 
-/// Drops `schema` and all it holds (the clean-up of [`open_postgres_in_schema`]).
+/// Drops `schema` and all it holds (the clean-up of [`open_postgres_in_schema`]). Close the
+/// stores using it first ([`Store::close`]): a connection still inside a transaction there
+/// would block the drop, which gives up after [`postgres::DROP_LOCK_TIMEOUT_MS`].
 pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     postgres::drop_schema(url, schema).await
 }
@@ -248,6 +264,8 @@ mod tests {
             "mysql://root@localhost/test",
             "nothing",
             "sqlite://",
+            "sqlite::memory:",
+            "sqlite://:memory:",
             "sqlite:///tmp/x.db?synchronous=off",
             "sqlite:///tmp/x.db?readers=0",
             "sqlite:///tmp/x.db?journal=wal",
@@ -259,6 +277,17 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    /// Compiles only if the futures are `Send` for every lifetime: a server spawns them.
+    #[test]
+    fn open_futures_are_send_so_they_can_be_spawned() {
+        fn assert_send<T: Send>(_: T) {}
+        let url = String::from("postgres://nowhere/db");
+        assert_send(open(&url));
+        assert_send(open_postgres_in_schema(&url, "t_x"));
+        assert_send(drop_postgres_schema(&url, "t_x"));
+        assert_send(SqliteStore::open("x.db", SqliteOptions::default()));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
 use crate::codec::{
@@ -37,6 +37,9 @@ pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// A schema name, as `schema=` accepts it: lowercase letters, digits and `_`, at most 63 bytes
 /// (PostgreSQL's identifier length), not starting with a digit. No quoting games.
 pub const SCHEMA_NAME_BYTES_MAX: usize = 63;
+
+/// How long [`drop_schema`] waits for locks on the schema's tables.
+pub const DROP_LOCK_TIMEOUT_MS: u64 = 10_000;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -152,63 +155,65 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-
-    /// Closes the pool's connections and waits until they are closed.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 async fn create_schema(connect: &PgConnectOptions, schema: &str) -> Result<()> {
     let mut conn = PgConnection::connect_with(connect).await.map_err(pg_err)?;
-    let created = sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-        .execute(&mut conn)
-        .await;
-    // Two processes creating the same schema at once: the loser's unique violation means it exists.
-    let result = match created {
-        Err(e) if !matches!(pg_err_ref(&e), Some(StoreError::Conflict(_))) => Err(pg_err(e)),
-        _ => Ok(()),
-    };
+    let created = simple(
+        &mut conn,
+        &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+    )
+    .await;
     let _ = conn.close().await;
-    result
+    match created {
+        // Two processes creating the same schema at once: the loser's conflict means it exists.
+        Err(StoreError::Conflict(_)) => Ok(()),
+        other => other,
+    }
 }
 
 /// Drops `schema` and everything in it (a test's clean-up). Connect with the URL without
 /// `schema=`; the name is checked like `schema=`'s.
 pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    // A bounded wait: a connection left inside a transaction on the schema (a store not closed)
+    // must make this fail, not hang the caller.
+    let sql = format!(
+        "SET lock_timeout = {DROP_LOCK_TIMEOUT_MS}; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        check_schema_name(schema)?
+    );
     let (url, _) = PgOptions::from_url(url)?;
     let mut conn = PgConnection::connect_with(&connect_options(&url)?)
         .await
         .map_err(pg_err)?;
-    let dropped = sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-        check_schema_name(schema)?
-    ))
-    .execute(&mut conn)
-    .await
-    .map(|_| ())
-    .map_err(pg_err);
+    let dropped = simple(&mut conn, &sql).await;
     let _ = conn.close().await;
     dropped
+}
+
+/// Runs `sql` — one or more statements without parameters, e.g. a migration file — with the
+/// simple query protocol. (Not `sqlx::raw_sql`: rustc cannot prove its future `Send` for every
+/// lifetime, which made `open(..)` unusable inside `tokio::spawn`.)
+async fn simple(conn: &mut PgConnection, sql: &str) -> Result<()> {
+    conn.execute(sql).await.map(|_| ()).map_err(pg_err)
 }
 
 async fn migrate_postgres(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await.map_err(pg_err)?;
     // Nodes starting together take turns (per schema); the lock ends with the transaction.
-    sqlx::query("SELECT pg_advisory_xact_lock(1885697, hashtext(COALESCE(current_schema(), '')))")
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-    sqlx::raw_sql(
+    simple(
+        &mut tx,
+        "SELECT pg_advisory_xact_lock(1885697, hashtext(COALESCE(current_schema(), '')))",
+    )
+    .await?;
+    simple(
+        &mut tx,
         "CREATE TABLE IF NOT EXISTS schema_version (
              version    BIGINT NOT NULL PRIMARY KEY,
              name       TEXT   NOT NULL,
              applied_at BIGINT NOT NULL
          )",
     )
-    .execute(&mut *tx)
-    .await
-    .map_err(pg_err)?;
+    .await?;
     let current: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version")
             .fetch_one(&mut *tx)
@@ -216,10 +221,7 @@ async fn migrate_postgres(pool: &PgPool) -> Result<()> {
             .map_err(pg_err)?;
     let now = unix_ms(OffsetDateTime::now_utc());
     for m in migrate::pending(migrate::POSTGRES, current)? {
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_err)?;
+        simple(&mut tx, m.sql).await?;
         sqlx::query("INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)
@@ -436,6 +438,132 @@ async fn order_by_key(
     row.map(|r| codec::order(&r, 0)).transpose()
 }
 
+async fn insert_merchant(
+    conn: &mut PgConnection,
+    m: &MerchantRecord,
+    cert: &MerchantCertRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO merchants (mchid, name, appid, apiv3_key, status, channel_id, channel_sub_mchid,
+             channel_sub_appid, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&m.mchid)
+    .bind(&m.name)
+    .bind(&m.appid)
+    .bind(&m.apiv3_key)
+    .bind(codec::merchant_status_str(m.status))
+    .bind(&m.channel_id)
+    .bind(&m.channel_sub_mchid)
+    .bind(&m.channel_sub_appid)
+    .bind(unix_ms(m.created_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_err)?;
+    insert_cert(conn, cert).await
+}
+
+/// The money-safety path: order CAS, attempt CAS, outbox row, repair row. Ok(false) when a
+/// compare-and-set did not match: the caller rolls everything back.
+async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<bool> {
+    // The row lock taken here serializes racing changes; a loser re-checks `state` after
+    // the winner commits (READ COMMITTED) and matches nothing.
+    let moved = sqlx::query(
+        "UPDATE orders SET state = $3, version = version + 1,
+             success_time = COALESCE($4, success_time),
+             bank_type = COALESCE($5, bank_type),
+             payer_openid = COALESCE($6, payer_openid),
+             updated_at = $7
+         WHERE transaction_id = $1 AND state = $2",
+    )
+    .bind(&c.transaction_id)
+    .bind(c.expected_state.as_str())
+    .bind(c.new_state.as_str())
+    .bind(opt_ms(c.success_time))
+    .bind(&c.bank_type)
+    .bind(&c.payer_openid)
+    .bind(unix_ms(c.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_err)?
+    .rows_affected();
+    if moved == 0 {
+        return Ok(false);
+    }
+    if let Some(attempt) = &c.attempt {
+        if !update_attempt(conn, attempt, Some(&c.transaction_id)).await? {
+            return Ok(false);
+        }
+    }
+    if let Some(n) = &c.notification {
+        insert_notification(conn, n).await?;
+    }
+    if let Some(r) = &c.repair {
+        insert_repair(conn, r).await?;
+    }
+    Ok(true)
+}
+
+async fn finish_delivery(
+    conn: &mut PgConnection,
+    d: &DeliveryRecord,
+    outcome: &DeliveryOutcome,
+) -> Result<()> {
+    let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+    let updated = sqlx::query(
+        "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = $2,
+             delivered_at = COALESCE($3, delivered_at),
+             next_attempt_at = COALESCE($4, next_attempt_at)
+         WHERE id = $1",
+    )
+    .bind(&d.notification_id)
+    .bind(state)
+    .bind(delivered_at)
+    .bind(next_attempt_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_err)?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::Database(format!(
+            "no notification {:?}",
+            d.notification_id
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&d.notification_id)
+    .bind(d.attempt)
+    .bind(unix_ms(d.at))
+    .bind(d.http_status)
+    .bind(&d.error)
+    .bind(d.duration_ms)
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err)
+}
+
+/// Ends a method's transaction before the method returns: commit when the step says to keep
+/// its writes, roll back otherwise — on an error too, so the connection goes back to the pool
+/// clean instead of relying on sqlx's background clean-up (which needs a live runtime).
+async fn end_tx<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    step: Result<(T, bool)>,
+) -> Result<T> {
+    match step {
+        Ok((value, true)) => tx.commit().await.map(|()| value).map_err(pg_err),
+        Ok((value, false)) => tx.rollback().await.map(|()| value).map_err(pg_err),
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback after a failed store call failed");
+            }
+            Err(e)
+        }
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -444,24 +572,8 @@ impl Store for PgStore {
 
     async fn insert_merchant(&self, m: &MerchantRecord, cert: &MerchantCertRecord) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        sqlx::query(
-            "INSERT INTO merchants (mchid, name, appid, apiv3_key, status, channel_id, channel_sub_mchid,
-                 channel_sub_appid, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&m.mchid)
-        .bind(&m.name)
-        .bind(&m.appid)
-        .bind(&m.apiv3_key)
-        .bind(codec::merchant_status_str(m.status))
-        .bind(&m.channel_id)
-        .bind(&m.channel_sub_mchid)
-        .bind(&m.channel_sub_appid)
-        .bind(unix_ms(m.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-        insert_cert(&mut tx, cert).await?;
-        tx.commit().await.map_err(pg_err)
+        let step = insert_merchant(&mut tx, m, cert).await.map(|()| ((), true));
+        end_tx(tx, step).await
     }
 
     async fn get_merchant(&self, mchid: &str) -> Result<Option<MerchantRecord>> {
@@ -668,45 +780,10 @@ impl Store for PgStore {
 
     async fn apply_order_change(&self, c: &OrderChange) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        // The row lock taken here serializes racing changes; a loser re-checks `state` after
-        // the winner commits (READ COMMITTED) and matches nothing.
-        let moved = sqlx::query(
-            "UPDATE orders SET state = $3, version = version + 1,
-                 success_time = COALESCE($4, success_time),
-                 bank_type = COALESCE($5, bank_type),
-                 payer_openid = COALESCE($6, payer_openid),
-                 updated_at = $7
-             WHERE transaction_id = $1 AND state = $2",
-        )
-        .bind(&c.transaction_id)
-        .bind(c.expected_state.as_str())
-        .bind(c.new_state.as_str())
-        .bind(opt_ms(c.success_time))
-        .bind(&c.bank_type)
-        .bind(&c.payer_openid)
-        .bind(unix_ms(c.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?
-        .rows_affected();
-        if moved == 0 {
-            tx.rollback().await.map_err(pg_err)?;
-            return Ok(false);
-        }
-        if let Some(attempt) = &c.attempt {
-            if !update_attempt(&mut tx, attempt, Some(&c.transaction_id)).await? {
-                tx.rollback().await.map_err(pg_err)?;
-                return Ok(false);
-            }
-        }
-        if let Some(n) = &c.notification {
-            insert_notification(&mut tx, n).await?;
-        }
-        if let Some(r) = &c.repair {
-            insert_repair(&mut tx, r).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+        let step = apply_order_change(&mut tx, c)
+            .await
+            .map(|applied| (applied, applied));
+        end_tx(tx, step).await
     }
 
     async fn attempts_to_poll(
@@ -774,42 +851,11 @@ impl Store for PgStore {
     }
 
     async fn finish_delivery(&self, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
-        let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        let updated = sqlx::query(
-            "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = $2,
-                 delivered_at = COALESCE($3, delivered_at),
-                 next_attempt_at = COALESCE($4, next_attempt_at)
-             WHERE id = $1",
-        )
-        .bind(&d.notification_id)
-        .bind(state)
-        .bind(delivered_at)
-        .bind(next_attempt_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::Database(format!(
-                "no notification {:?}",
-                d.notification_id
-            )));
-        }
-        sqlx::query(
-            "INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&d.notification_id)
-        .bind(d.attempt)
-        .bind(unix_ms(d.at))
-        .bind(d.http_status)
-        .bind(&d.error)
-        .bind(d.duration_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)
+        let step = finish_delivery(&mut tx, d, outcome)
+            .await
+            .map(|()| ((), true));
+        end_tx(tx, step).await
     }
 
     async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool> {
@@ -844,6 +890,10 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         decode_all(&rows, codec::notification)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>> {

@@ -58,6 +58,7 @@ contract!(
     finish_delivery_records_each_outcome,
     resend_notification_makes_it_due_again,
     data_survives_close_and_reopen,
+    concurrent_opens_of_a_new_database_migrate_once,
     one_failing_command_does_not_undo_the_others,
     corrupt_enum_string_is_reported_not_panicked,
 );
@@ -1074,7 +1075,17 @@ async fn data_survives_close_and_reopen(db: Db) {
             .as_ref(),
         Some(&order)
     );
+    first.close().await;
+    assert_eq!(
+        second
+            .get_order_by_transaction_id("tx1")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&order)
+    );
     drop(first);
+    second.close().await;
     drop(second);
 
     let reopened = db.open().await;
@@ -1156,4 +1167,27 @@ async fn corrupt_enum_string_is_reported_not_panicked(db: Db) {
             .is_some(),
         "other rows still read"
     );
+}
+
+async fn concurrent_opens_of_a_new_database_migrate_once(db: Db) {
+    // Several nodes starting at once against an empty database.
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url();
+            tokio::spawn(async move { open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().unwrap());
+    }
+    seed_order(&*stores[0], "tx1").await;
+    for s in &stores {
+        assert!(
+            s.get_order_by_transaction_id("tx1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The embedded backend: one SQLite file in WAL mode, written by ONE thread that
-//! group-commits ([`threads`]), read by a few read-only connections on their own threads.
+//! group-commits (see `threads.rs`), read by a few read-only connections on their own threads.
 //!
 //! Why this shape (reference/measured.md, "Durable writes"): rusqlite on its own thread costs
 //! ~2 µs a statement against ~50 µs through sqlx's worker hand-off, and a commit costs an
@@ -91,6 +91,12 @@ impl SqliteOptions {
         let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
         if path.is_empty() {
             return Err(StoreError::BadUrl("sqlite URL without a file path".into()));
+        }
+        // Each connection would get a database of its own: the readers would see nothing.
+        if path.starts_with(":memory:") || path.starts_with("file:") {
+            return Err(StoreError::BadUrl(format!(
+                "sqlite path {path:?}: in-memory and URI databases are not supported, use a file"
+            )));
         }
         let mut options = Self::default();
         for (key, value) in crate::url_params(query)? {

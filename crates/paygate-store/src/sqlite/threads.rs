@@ -284,3 +284,73 @@ fn rollback(conn: &Connection) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job<T: Send + 'static>(
+        work: impl FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
+    ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Box::new(Job {
+                work: Some(work),
+                result: None,
+                reply,
+            }),
+            answer,
+        )
+    }
+
+    fn insert(conn: &Connection, v: i64) -> Result<(), StoreError> {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [v])
+            .map(|_| ())
+            .map_err(sqlite_err)
+    }
+
+    #[test]
+    fn a_failing_or_undone_command_rolls_back_only_itself() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+            .unwrap();
+        let (kept, kept_answer) = job(|c| insert(c, 1).map(|()| Done::keep("kept")));
+        let (undone, undone_answer) = job(|c| insert(c, 2).map(|()| Done::undo("undone")));
+        let (failed, failed_answer) = job(|c| {
+            insert(c, 3)?;
+            insert(c, 1)?; // duplicate key: the command fails after a successful write
+            Ok(Done::keep("unreachable"))
+        });
+        let (last, last_answer) = job(|c| insert(c, 4).map(|()| Done::keep("last")));
+        let mut batch = vec![kept, undone, failed, last];
+        let commit = run_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        assert!(commit.is_ok());
+        for j in batch {
+            j.finish(&commit);
+        }
+        assert_eq!(kept_answer.blocking_recv().unwrap().unwrap(), "kept");
+        assert_eq!(undone_answer.blocking_recv().unwrap().unwrap(), "undone");
+        assert!(matches!(
+            failed_answer.blocking_recv().unwrap(),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(last_answer.blocking_recv().unwrap().unwrap(), "last");
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let rows: Vec<i64> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(rows, [1, 4]);
+        assert!(conn.is_autocommit(), "the batch's transaction is closed");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_command_of_the_batch() {
+        let (ok, answer) = job(|_| Ok(Done::keep(7)));
+        ok.finish(&Err("disk I/O error".into()));
+        assert!(
+            matches!(answer.blocking_recv().unwrap(), Err(StoreError::Database(m)) if m.contains("disk I/O"))
+        );
+    }
+}
