@@ -240,18 +240,14 @@ async fn migrate_postgres(pool: &PgPool) -> Result<()> {
 
 /// sqlx's error in the store's terms: SQLSTATE 23505 (unique violation) is a conflict.
 pub(crate) fn pg_err(e: sqlx::Error) -> StoreError {
-    pg_err_ref(&e).unwrap_or_else(|| StoreError::Database(e.to_string()))
-}
-
-fn pg_err_ref(e: &sqlx::Error) -> Option<StoreError> {
-    match e {
+    match &e {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            Some(StoreError::Conflict(db.message().to_string()))
+            StoreError::Conflict(db.message().to_string())
         }
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            Some(StoreError::Corrupt(e.to_string()))
+            StoreError::Corrupt(e.to_string())
         }
-        _ => None,
+        _ => StoreError::Database(e.to_string()),
     }
 }
 

@@ -131,8 +131,7 @@ async fn insert_merchant_is_all_or_nothing(db: Db) {
         .await;
     assert!(is_conflict(again));
     assert_eq!(s.merchant_certs("1900000109").await.unwrap().len(), 1);
-    // A new merchant whose first certificate clashes with nothing but is itself duplicated
-    // within the call cannot happen; a certificate for a missing merchant is refused.
+    // A certificate for a merchant that does not exist is refused.
     assert!(
         s.add_merchant_cert(&cert("1900009999", "CC03", 0))
             .await
