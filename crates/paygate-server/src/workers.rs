@@ -107,7 +107,12 @@ pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreErro
 /// One outbox round: claims due notifications and delivers them concurrently.
 pub async fn outbox_once(app: &Arc<AppState>) -> Result<usize, paygate_store::StoreError> {
     let now = OffsetDateTime::now_utc();
-    let lease = time::Duration::milliseconds(app.config.workers.outbox_lease_ms as i64);
+    // The lease shrinks with the sandbox time scale (a killed node's claims free up sooner)
+    // but always outlasts one delivery, so no two rounds deliver the same row at once.
+    let lease = app
+        .scaled(Duration::from_millis(app.config.workers.outbox_lease_ms))
+        .max(ACK_TIMEOUT + Duration::from_secs(1));
+    let lease = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let claimed = app
         .store
         .claim_notifications(now, now + lease, app.config.workers.outbox_batch_max)

@@ -27,20 +27,17 @@ struct Gw {
     http: reqwest::Client,
 }
 
-impl Drop for Gw {
-    fn drop(&mut self) {
+impl Gw {
+    /// Stops the gateway, closes its store and drops its PostgreSQL schema. Async, inside the
+    /// test's runtime: a blocking clean-up in Drop would starve the pool's own rollbacks.
+    async fn finish(mut self) {
         self.gw.task.abort();
+        self.gw.state.store.close().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((url, schema)) = self.pg_schema.take() {
-            // Best effort: a leftover schema only costs disk.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(paygate_store::drop_postgres_schema(&url, &schema))
-            })
-            .join();
+            if let Err(e) = paygate_store::drop_postgres_schema(&url, &schema).await {
+                eprintln!("leaving schema {schema}: {e}");
+            }
         }
     }
 }
@@ -299,6 +296,7 @@ async fn native_payment_is_notified_signed_and_encrypted_and_queryable() {
         assert_eq!(status, 200);
         assert_eq!(view["notifications"].as_array().unwrap().len(), 1);
         assert_eq!(view["attempts"][0]["state"], "PAID");
+        gw.finish().await;
     }
 }
 
@@ -353,6 +351,10 @@ async fn prepay_is_idempotent_and_concurrent_calls_make_one_order() {
                 .len(),
             1
         );
+        let Ok(gw) = Arc::try_unwrap(gw) else {
+            panic!("every task finished")
+        };
+        gw.finish().await;
     }
 }
 
@@ -419,6 +421,7 @@ async fn close_is_signed_204_and_final_and_paid_orders_refuse_it() {
             .await
             .unwrap_err();
         assert_eq!(err.api_code(), Some("ORDER_NOT_EXIST"));
+        gw.finish().await;
     }
 }
 
@@ -492,6 +495,7 @@ async fn channel_failures_are_never_a_200_and_unknown_outcomes_resolve_without_a
         assert_eq!(attempts[0].state, paygate_store::AttemptState::Prepaid);
         gw.pay(&no).await;
         gw.wait_state(&no, "SUCCESS").await;
+        gw.finish().await;
     }
 }
 
@@ -550,6 +554,7 @@ async fn a_lost_callback_is_found_by_the_poller_and_probes_are_refused() {
             .await
             .unwrap();
         assert!(resp.status().is_client_error());
+        gw.finish().await;
     }
 }
 
@@ -608,6 +613,7 @@ async fn notifications_retry_and_an_operator_can_resend() {
             .admin(reqwest::Method::POST, "notifications/nope/resend")
             .await;
         assert_eq!(status, 404);
+        gw.finish().await;
     }
 }
 
@@ -663,6 +669,7 @@ async fn disabled_merchants_get_no_auth_and_bad_signatures_sign_error() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401);
+        gw.finish().await;
     }
 }
 
@@ -711,6 +718,7 @@ async fn jsapi_pay_params_carry_the_upstream_prepay_id_signed_by_the_channel() {
             .await
             .unwrap_err();
         assert_eq!(err.api_code(), Some("INVALID_REQUEST"));
+        gw.finish().await;
     }
 }
 
@@ -785,5 +793,6 @@ async fn a_payment_after_a_close_becomes_success_with_a_repair_record() {
                 .len(),
             1
         );
+        gw.finish().await;
     }
 }

@@ -25,6 +25,7 @@ pub struct MerchantRecord {
     /// The merchant's sub-merchant number at a service-provider channel.
     pub channel_sub_mchid: Option<String>,
     pub channel_sub_appid: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -50,6 +51,7 @@ pub struct MerchantCertRecord {
     pub serial_no: String,
     /// A certificate PEM or an SPKI public-key PEM.
     pub pem: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -70,6 +72,7 @@ pub struct PlatformKeyRecord {
     /// PKCS#8 PEM. A secret (Debug prints `***`).
     pub private_key_pem: String,
     pub certificate_pem: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -133,13 +136,17 @@ pub struct OrderRecord {
     pub total_fen: i64,
     pub currency: String,
     pub payer_openid: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub time_expire: OffsetDateTime,
     /// Canonical parameters: a re-submission must match them exactly (§4.6).
     pub fingerprint: String,
     /// The merchant's request body as parsed (for fields the columns do not carry).
     pub request_json: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub success_time: Option<OffsetDateTime>,
     pub bank_type: Option<String>,
     /// Bumped by every change; part of what a reader can compare.
@@ -200,14 +207,18 @@ pub struct AttemptRecord {
     pub prepay_id: Option<String>,
     pub code_url: Option<String>,
     pub h5_url: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub prepay_expires_at: Option<OffsetDateTime>,
     pub channel_transaction_id: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     /// Why this channel was chosen (routing explanation).
     pub decision: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_polled_at: Option<OffsetDateTime>,
 }
 
@@ -295,9 +306,13 @@ pub struct NotificationRecord {
     pub state: NotificationState,
     /// Delivery attempts made so far.
     pub attempts: i32,
+    #[serde(with = "time::serde::rfc3339")]
     pub next_attempt_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub lease_until: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub delivered_at: Option<OffsetDateTime>,
 }
 
@@ -307,6 +322,7 @@ pub struct DeliveryRecord {
     pub notification_id: String,
     /// 1-based.
     pub attempt: i32,
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// The merchant's HTTP status, if it answered.
     pub http_status: Option<i32>,
@@ -327,5 +343,6 @@ pub struct RepairRecord {
     pub before_state: OrderState,
     pub after_state: OrderState,
     pub detail: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }

@@ -47,6 +47,9 @@ struct StoreArgs {
     /// Divide notification retry intervals (and the embedded simulator's delays) by N.
     #[arg(long, env = "PAYGATE_SANDBOX_TIME_SCALE")]
     sandbox_time_scale: Option<u32>,
+    /// The admin API's bearer token (default: generated once into <data dir>/operator_token).
+    #[arg(long, env = "PAYGATE_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
 }
 
 impl StoreArgs {
@@ -74,6 +77,9 @@ impl StoreArgs {
         }
         if let Some(n) = self.sandbox_time_scale {
             config.sandbox.time_scale = n.max(1);
+        }
+        if let Some(t) = &self.operator_token {
+            config.operator_token = Some(t.clone());
         }
         Ok(config)
     }
