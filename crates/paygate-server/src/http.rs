@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paygate_channel::WxChannel;
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_store::{MerchantRecord, Store};
-use paygate_wxpay::server::{NonceCache, answer_headers, replay_error, request_id, verify_request};
+use paygate_wxpay::server::{NonceCache, replay_error, request_id, verify_request};
 use paygate_wxpay::sign::Authorization;
 
 use crate::config::Config;
@@ -79,50 +79,9 @@ pub struct Caller {
     pub wechatpay_serial: Option<String>,
 }
 
-/// Marks an answer that goes out unsigned.
-#[derive(Clone, Copy)]
-pub struct Unsigned;
-
-#[derive(Debug)]
-pub struct ApiFail(pub ApiError);
-
-impl From<ApiError> for ApiFail {
-    fn from(e: ApiError) -> Self {
-        ApiFail(e)
-    }
-}
-
-impl IntoResponse for ApiFail {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        json_response(status, self.0.to_body())
-    }
-}
-
-pub type ApiResult = Result<Response, ApiFail>;
-
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
-
-pub fn ok_json<T: serde::Serialize>(value: &T) -> ApiResult {
-    let body = serde_json::to_vec(value)
-        .map_err(|e| ApiFail(ApiError::new(ErrorCode::SystemError, e.to_string())))?;
-    Ok(json_response(StatusCode::OK, body))
-}
-
-pub fn no_content() -> ApiResult {
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(resp)
-}
+pub use paygate_http::{
+    ApiFail, ApiResult, Unsigned, json_response, no_content, not_found, ok_json,
+};
 
 pub fn internal(e: impl std::fmt::Display) -> ApiFail {
     tracing::error!(error = %e, "internal error");
@@ -225,37 +184,6 @@ async fn sign(
     response: Response,
     request_id: &str,
 ) -> Response {
-    let unsigned = response.extensions().get::<Unsigned>().is_some();
-    let (mut parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        parts.headers.insert("Request-ID", v);
-    }
-    if !unsigned {
-        let (key, serial) = app.keys.answer_key(requested_serial);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Ok(headers) = answer_headers(key, serial, &body, now) {
-            for (name, value) in headers {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    parts.headers.insert(name, v);
-                }
-            }
-        }
-    }
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Response::from_parts(parts, Body::from(body))
-}
-
-pub async fn not_found() -> ApiFail {
-    ApiFail(
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "请求的资源不存在：请检查 URL 与 HTTP 方法",
-        )
-        .with_status(404),
-    )
+    let (key, serial) = app.keys.answer_key(requested_serial);
+    paygate_http::sign_answer(response, key, serial, request_id).await
 }

@@ -14,6 +14,7 @@ use paygate_store::{AttemptState, OrderRecord};
 use paygate_wxpay::certificates::build_certificates_response;
 use paygate_wxpay::crypto::aead::AeadAlgorithm;
 use paygate_wxpay::models::bills::parse_query_validated;
+use paygate_wxpay::models::certificates::{AlgorithmType, CertificatesQuery};
 use paygate_wxpay::models::payments::{
     CloseRequest, CodeUrlResponse, H5UrlResponse, PrepayIdResponse, PrepayRequest, QueryOrderQuery,
     TradeType,
@@ -152,33 +153,14 @@ async fn close(
     no_content()
 }
 
-#[derive(Deserialize)]
-struct CertificatesQuery {
-    #[serde(default)]
-    algorithm_type: Option<String>,
-}
-
-impl Validate for CertificatesQuery {
-    fn validate(&self) -> Result<(), ApiError> {
-        match self.algorithm_type.as_deref() {
-            None | Some("RSA") | Some("SM2") => Ok(()),
-            Some(_) => Err(ApiError::param_in(
-                "query",
-                "/algorithm_type",
-                "must be RSA or SM2",
-            )),
-        }
-    }
-}
-
 async fn certificates(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let q: CertificatesQuery = parse_query_validated(&query.unwrap_or_default())?;
-    let pems: Vec<&str> = match q.algorithm_type.as_deref() {
-        Some("SM2") => Vec::new(),
+    let pems: Vec<&str> = match q.algorithm_type {
+        Some(AlgorithmType::Sm2) => Vec::new(),
         _ => vec![app.keys.cert_pem.as_str()],
     };
     let answer = build_certificates_response(

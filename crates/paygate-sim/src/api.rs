@@ -14,6 +14,7 @@ use paygate_core::timefmt::rfc3339_beijing;
 use paygate_wxpay::certificates::build_certificates_response;
 use paygate_wxpay::crypto::aead::AeadAlgorithm;
 use paygate_wxpay::models::bills::parse_query_validated;
+use paygate_wxpay::models::certificates::{AlgorithmType, CertificatesQuery};
 use paygate_wxpay::models::payments::{
     CloseRequest, CodeUrlResponse, H5UrlResponse, PartnerCloseRequest, PartnerPrepayRequest,
     PartnerQueryOrderQuery, PrepayIdResponse, PrepayRequest, QueryOrderQuery, TradeType,
@@ -467,25 +468,6 @@ async fn apply_abnormal_refund(
 
 // ---- platform certificates (§4.9) ----
 
-#[derive(serde::Deserialize)]
-struct CertificatesQuery {
-    #[serde(default)]
-    algorithm_type: Option<String>,
-}
-
-impl Validate for CertificatesQuery {
-    fn validate(&self) -> Result<(), ApiError> {
-        match self.algorithm_type.as_deref() {
-            None | Some("RSA") | Some("SM2") => Ok(()),
-            Some(_) => Err(ApiError::param_in(
-                "query",
-                "/algorithm_type",
-                "must be RSA or SM2",
-            )),
-        }
-    }
-}
-
 async fn certificates(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -494,8 +476,8 @@ async fn certificates(
     let q: CertificatesQuery = parse_query(query)?;
     let account = account(&app, &caller.mchid)?;
     // SM2 platform keys are served in public-key mode only: there is no SM2 certificate.
-    let pems: Vec<String> = match q.algorithm_type.as_deref() {
-        Some("SM2") => Vec::new(),
+    let pems: Vec<String> = match q.algorithm_type {
+        Some(AlgorithmType::Sm2) => Vec::new(),
         _ => vec![app.directory().platform.cert_pem.clone()],
     };
     let refs: Vec<&str> = pems.iter().map(String::as_str).collect();

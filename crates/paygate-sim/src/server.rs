@@ -11,14 +11,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_wxpay::crypto::SignatureScheme;
-use paygate_wxpay::server::{
-    KeyLookup, NonceCache, answer_headers, replay_error, request_id, verify_request,
-};
+use paygate_wxpay::server::{KeyLookup, NonceCache, replay_error, request_id, verify_request};
 
 use crate::accounts::Directory;
 use crate::clock::SimClock;
@@ -98,52 +96,7 @@ pub struct Caller {
     pub wechatpay_serial: Option<String>,
 }
 
-/// Marks a response that goes out unsigned (bill files).
-#[derive(Clone, Copy)]
-pub struct Unsigned;
-
-/// An error answer in the V3 shape.
-#[derive(Debug)]
-pub struct ApiFail(pub ApiError);
-
-impl From<ApiError> for ApiFail {
-    fn from(e: ApiError) -> Self {
-        ApiFail(e)
-    }
-}
-
-impl IntoResponse for ApiFail {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        json_response(status, self.0.to_body())
-    }
-}
-
-pub type ApiResult = Result<Response, ApiFail>;
-
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
-
-/// 200 with the compact JSON of `value`.
-pub fn ok_json<T: serde::Serialize>(value: &T) -> ApiResult {
-    let body = serde_json::to_vec(value)
-        .map_err(|e| ApiFail(ApiError::new(ErrorCode::SystemError, e.to_string())))?;
-    Ok(json_response(StatusCode::OK, body))
-}
-
-pub fn no_content() -> ApiResult {
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(resp)
-}
+pub use paygate_http::{ApiFail, ApiResult, Unsigned, json_response, no_content, ok_json};
 
 /// The operation a path belongs to, for fault filters.
 fn operation(method: &axum::http::Method, path: &str) -> &'static str {
@@ -270,60 +223,32 @@ fn authenticate(
     })
 }
 
-/// Adds `Request-ID` and, unless marked [`Unsigned`], the five `Wechatpay-*` headers over the
-/// exact bytes sent.
+/// Signs the answer with the platform key the caller asked for (or the certificate's).
 async fn finish(
     app: &AppState,
     caller: Option<&Caller>,
     response: Response,
     request_id: String,
 ) -> Response {
-    let unsigned = response.extensions().get::<Unsigned>().is_some();
-    let (mut parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        parts.headers.insert("Request-ID", v);
-    }
-    if !unsigned {
+    let (key, serial) = {
         let directory = app.directory();
         let (key, serial) = directory.platform.response_key(
             caller.and_then(|c| c.wechatpay_serial.as_deref()),
             caller.map_or(SignatureScheme::Rsa2048Sha256, |c| c.scheme),
         );
-        if let Ok(signed) = answer_headers(key, serial, &body, app.clock.real_unix()) {
-            for (name, value) in signed {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    parts.headers.insert(name, v);
-                }
-            }
-        }
-    }
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Response::from_parts(parts, Body::from(body))
-}
-
-async fn not_found() -> ApiFail {
-    ApiFail(
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "请求的资源不存在：请检查 URL 与 HTTP 方法",
-        )
-        .with_status(404),
-    )
+        (key.clone(), serial.to_string())
+    };
+    paygate_http::sign_answer(response, &key, &serial, &request_id).await
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
     let v3 = crate::api::routes()
-        .fallback(not_found)
+        .fallback(paygate_http::not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), v3_layer));
     Router::new()
         .merge(v3)
         .nest("/sandbox/v1", crate::sandbox::routes())
-        .fallback(not_found)
+        .fallback(paygate_http::not_found)
         .with_state(app)
 }
 
