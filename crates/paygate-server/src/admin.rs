@@ -34,6 +34,12 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/v1/orders/{transaction_id}", get(order))
         .route("/admin/v1/notifications/{id}", get(notification))
         .route("/admin/v1/notifications/{id}/resend", post(resend))
+        .route("/admin/v1/channels", get(channels))
+        .route("/admin/v1/channels/metrics", get(channel_metrics))
+        .route(
+            "/admin/v1/channels/{id}",
+            get(channels).patch(change_channel),
+        )
         .layer(axum::middleware::from_fn_with_state(app, operator_only))
 }
 
@@ -255,4 +261,61 @@ async fn resend(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Api
     app.outbox_wake.notify_one();
     tracing::info!(notification = %id, "notification re-sent by an operator");
     ok_json(&serde_json::json!({"id": id, "state": "PENDING"}))
+}
+
+/// Every channel's profile, health (breaker, windowed success rate and latency) and share
+/// of the routing decisions inside the window.
+async fn channels(State(app): State<Arc<AppState>>, id: Option<Path<String>>) -> ApiResult {
+    let mut view = app.routing.health_json();
+    if let Some(Path(id)) = id {
+        let one = view["channels"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["id"] == id.as_str()).cloned())
+            .ok_or_else(|| not_found("渠道"))?;
+        view = one;
+    }
+    ok_json(&view)
+}
+
+/// The same figures in the Prometheus text format.
+async fn channel_metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [("Content-Type", "text/plain; version=0.0.4")],
+        app.routing.metrics_text(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelChange {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    reset_breaker: bool,
+}
+
+/// Switches a channel on or off, changes its weight or closes its breaker, on this node
+/// until restart (the configuration file is the lasting source).
+async fn change_channel(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: ChannelChange = decode_json(&body)?;
+    let router = &app.routing.router;
+    let i = router.index_of(&id).ok_or_else(|| not_found("渠道"))?;
+    if let Some(enabled) = req.enabled {
+        router.set_enabled(i, enabled);
+    }
+    if let Some(weight) = req.weight {
+        router.set_weight(i, weight);
+    }
+    if req.reset_breaker {
+        router.reset_breaker(i);
+    }
+    tracing::info!(channel = %id, enabled = ?req.enabled, weight = ?req.weight, reset_breaker = req.reset_breaker, "channel changed by an operator");
+    channels(State(app), Some(Path(id))).await
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paygate_channel::{CallbackError, CallbackEvent};
 
-use crate::flow::{apply_channel_transaction, sub_of};
+use crate::flow::apply_channel_transaction;
 use crate::http::AppState;
 
 fn answer(status: StatusCode, code: &str, message: &str) -> Response {
@@ -76,7 +76,10 @@ async fn verify_by_query(app: &AppState, channel_id: &str, attempt_id: &str) {
     let Some(channel) = app.channels.get(channel_id) else {
         return;
     };
-    match channel.query(attempt_id, &sub_of(&merchant)).await {
+    let Some(sub) = app.routing.sub_for(&merchant, channel_id) else {
+        return;
+    };
+    match channel.query(attempt_id, &sub).await {
         Ok(Some(tx)) => {
             if let Err(e) = apply_channel_transaction(app, attempt_id, &tx, "callback_query").await
             {

@@ -21,6 +21,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Upstream channels from simulator/merchant kits; none = the embedded sandbox channel.
     pub channels: Vec<ChannelEntry>,
+    /// How prepays are routed across the channels, retried and failed over.
+    pub routing: RoutingConfig,
     pub workers: WorkerConfig,
 }
 
@@ -55,7 +57,9 @@ impl Default for SandboxConfig {
     }
 }
 
-/// A channel from a credential kit directory (the layout the simulator writes).
+/// A channel from a credential kit directory (the layout the simulator writes), with its
+/// routing profile. Every profile field has a default, so `id` + `kit_dir` is a channel open
+/// to its own merchants, for every trade type and amount, at the standard 0.6%.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelEntry {
@@ -66,6 +70,159 @@ pub struct ChannelEntry {
     pub sandbox: bool,
     #[serde(default = "default_channel_timeout_ms")]
     pub timeout_ms: u64,
+    /// `wx_partner` (service provider) or `wx_direct`; if given it must match the kit.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The channel's fee in basis points of the amount (60 = 0.6%): its cost to the router.
+    #[serde(default = "default_fee_rate_bp")]
+    pub fee_rate_bp: u32,
+    /// `JSAPI`, `APP`, `MWEB` (or `H5`), `NATIVE`; empty: all four.
+    #[serde(default)]
+    pub trade_types: Vec<String>,
+    #[serde(default = "default_amount_fen_min")]
+    pub amount_fen_min: i64,
+    /// Per-order maximum; none: no maximum of the channel's own.
+    #[serde(default)]
+    pub amount_fen_max: Option<i64>,
+    /// Volume handed out per Beijing day before the channel stops taking orders.
+    #[serde(default)]
+    pub daily_volume_fen_max: Option<i64>,
+    /// Beijing-time `"HH:MM-HH:MM"` every day, or `"<RFC 3339>/<RFC 3339>"` once.
+    #[serde(default)]
+    pub maintenance: Vec<String>,
+    /// Share in weighted splits (`[routing] strategy = "weight"`); 0 = standby only.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Every merchant may use it: a direct channel, or a sandbox provider channel (which
+    /// allocates each merchant's sub-merchant number itself). Otherwise only the merchants
+    /// whose own channel it is, and those listed in `merchants`.
+    #[serde(default)]
+    pub all_merchants: bool,
+    #[serde(default)]
+    pub merchants: Vec<ChannelMerchant>,
+}
+
+impl Default for ChannelEntry {
+    fn default() -> Self {
+        ChannelEntry {
+            id: String::new(),
+            kit_dir: PathBuf::new(),
+            sandbox: false,
+            timeout_ms: default_channel_timeout_ms(),
+            kind: None,
+            fee_rate_bp: default_fee_rate_bp(),
+            trade_types: Vec::new(),
+            amount_fen_min: default_amount_fen_min(),
+            amount_fen_max: None,
+            daily_volume_fen_max: None,
+            maintenance: Vec::new(),
+            weight: default_weight(),
+            enabled: true,
+            all_merchants: false,
+            merchants: Vec::new(),
+        }
+    }
+}
+
+/// A merchant allowed on a channel, with its sub-merchant there (provider channels).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMerchant {
+    pub mchid: String,
+    #[serde(default)]
+    pub sub_mchid: Option<String>,
+    #[serde(default)]
+    pub sub_appid: Option<String>,
+}
+
+fn default_fee_rate_bp() -> u32 {
+    60
+}
+
+fn default_amount_fen_min() -> i64 {
+    1
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[routing]`: the router's weights and windows, the circuit breaker, retry and failover
+/// bounds, and operator rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// `score` (success rate by Thompson sampling, minus cost and latency) or `weight`.
+    pub strategy: String,
+    /// What a certain success is worth, in score points.
+    pub success_points: f64,
+    pub cost_points_per_bp: f64,
+    pub latency_points_per_ms: f64,
+    pub window_bucket_ms: u32,
+    pub window_buckets: u32,
+    pub window_half_life_ms: u32,
+    /// Consecutive failures or timeouts that open a channel's breaker.
+    pub breaker_failures_max: u32,
+    pub breaker_cool_down_ms: u32,
+    pub breaker_probe_interval_ms: u32,
+    /// A prepay (every channel it tries, and settling abandoned attempts) ends by then.
+    pub prepay_deadline_ms: u64,
+    /// Channels one prepay request may try.
+    pub channels_per_prepay_max: u32,
+    /// Channel calls (query, close) spent settling one abandoned attempt before failing over.
+    pub settle_calls_max: u32,
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        let score = paygate_routing::ScoreConfig::default();
+        let window = paygate_routing::WindowConfig::default();
+        let breaker = paygate_routing::BreakerConfig::default();
+        RoutingConfig {
+            strategy: "score".into(),
+            success_points: score.success_points,
+            cost_points_per_bp: score.cost_points_per_bp,
+            latency_points_per_ms: score.latency_points_per_ms,
+            window_bucket_ms: window.bucket_ms,
+            window_buckets: window.buckets,
+            window_half_life_ms: window.half_life_ms,
+            breaker_failures_max: breaker.failures_max,
+            breaker_cool_down_ms: breaker.cool_down_ms,
+            breaker_probe_interval_ms: breaker.probe_interval_ms,
+            prepay_deadline_ms: 20_000,
+            channels_per_prepay_max: 3,
+            settle_calls_max: 6,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// An operator rule: the first whose conditions all match a prepay shapes its routing.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    pub name: String,
+    pub mchids: Vec<String>,
+    pub trade_types: Vec<String>,
+    pub amount_fen_min: Option<i64>,
+    pub amount_fen_max: Option<i64>,
+    /// Beijing-time `"HH:MM-HH:MM"` windows.
+    pub hours: Vec<String>,
+    /// Only these channels.
+    pub only: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Fixed volume split: channel id → weight.
+    pub split: std::collections::BTreeMap<String, u32>,
+    /// When the rule leaves no eligible channel, route as if it had not matched.
+    #[serde(default = "default_true")]
+    pub fallback: bool,
 }
 
 fn default_channel_timeout_ms() -> u64 {
@@ -110,6 +267,7 @@ impl Default for Config {
             tls: None,
             sandbox: SandboxConfig::default(),
             channels: Vec::new(),
+            routing: RoutingConfig::default(),
             workers: WorkerConfig::default(),
         }
     }
@@ -199,7 +357,47 @@ mod tests {
         assert_eq!(c.listen.port(), 9443);
         assert!(!c.sandbox.enabled);
         assert_eq!(c.channels[0].timeout_ms, 10_000);
+        assert_eq!(c.channels[0].fee_rate_bp, 60);
+        assert!(c.channels[0].enabled && !c.channels[0].all_merchants);
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn channel_profiles_and_routing_rules_parse() {
+        let c: Config = toml::from_str(
+            r#"
+[routing]
+prepay_deadline_ms = 8000
+breaker_failures_max = 3
+[[routing.rules]]
+name = "big-native"
+trade_types = ["NATIVE"]
+amount_fen_min = 100000
+split = { a = 70, c = 30 }
+[[channels]]
+id = "a"
+kit_dir = "/k/a"
+kind = "wx_partner"
+fee_rate_bp = 20
+trade_types = ["NATIVE", "JSAPI"]
+amount_fen_max = 5000000
+daily_volume_fen_max = 100000000
+maintenance = ["23:30-00:30"]
+weight = 70
+merchants = [{ mchid = "1900000109", sub_mchid = "1900000110" }]
+"#,
+        )
+        .unwrap();
+        let a = &c.channels[0];
+        assert_eq!((a.fee_rate_bp, a.weight, a.amount_fen_min), (20, 70, 1));
+        assert_eq!(a.merchants[0].sub_mchid.as_deref(), Some("1900000110"));
+        assert_eq!(c.routing.prepay_deadline_ms, 8000);
+        assert_eq!(c.routing.breaker_failures_max, 3);
+        assert_eq!(c.routing.window_buckets, 20);
+        let rule = &c.routing.rules[0];
+        assert_eq!(rule.split.get("a"), Some(&70));
+        assert!(rule.fallback);
+        assert!(toml::from_str::<Config>("[routing]\nstrategy_x = 1").is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! transactions applied through the state machine with the merchant's notification in the
 //! same transaction, and expiry (closed at the channel first).
 
-use paygate_channel::{ChannelError, ChannelPrepay, CloseOutcome, PrepayCredential, SubMerchant};
+use paygate_channel::{
+    ChannelError, ChannelPrepay, CloseOutcome, ErrorAction, PrepayCredential, SubMerchant,
+};
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_core::timefmt::{parse_rfc3339, rfc3339_beijing};
 use paygate_store::{
@@ -16,7 +18,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::http::AppState;
 
-/// How many times one request re-tries the same attempt after an unknown outcome.
+/// How many times one request re-tries the same attempt after an unknown outcome, when no
+/// other channel can take the order.
 const UNKNOWN_RETRIES_MAX: u32 = 1;
 /// A CAS that lost a race is re-read and re-decided this many times at most.
 const CAS_RETRIES_MAX: u32 = 5;
@@ -98,34 +101,29 @@ pub fn channel_error_to_api(e: &ChannelError) -> ApiError {
 fn channel_prepay(
     order: &OrderRecord,
     attempt: &AttemptRecord,
-    merchant: &MerchantRecord,
-) -> Result<(ChannelPrepay, TradeType), ApiError> {
-    let snapshot = RequestSnapshot::of(order)?;
-    let trade = crate::views::trade_type(&order.trade_type)
-        .ok_or_else(|| ApiError::new(ErrorCode::SystemError, "order has an unknown trade type"))?;
-    let body = snapshot.body;
-    Ok((
-        ChannelPrepay {
-            trade_type: trade,
-            out_trade_no: attempt.attempt_id.clone(),
-            description: body.description,
-            attach: body.attach,
-            total_fen: order.total_fen,
-            currency: order.currency.clone(),
-            // The stored expiry, so a re-prepay sends identical parameters (§4.6).
-            time_expire: Some(rfc3339_beijing(order.time_expire)),
-            payer_openid: body.payer.map(|p| p.openid),
-            scene_info: body.scene_info,
-            goods_tag: body.goods_tag,
-            detail: body.detail,
-            profit_sharing: body
-                .settle_info
-                .and_then(|s| s.profit_sharing)
-                .unwrap_or(false),
-            sub: sub_of(merchant),
-        },
-        trade,
-    ))
+    sub: SubMerchant,
+    trade: TradeType,
+) -> Result<ChannelPrepay, ApiError> {
+    let body = RequestSnapshot::of(order)?.body;
+    Ok(ChannelPrepay {
+        trade_type: trade,
+        out_trade_no: attempt.attempt_id.clone(),
+        description: body.description,
+        attach: body.attach,
+        total_fen: order.total_fen,
+        currency: order.currency.clone(),
+        // The stored expiry, so a re-prepay sends identical parameters (§4.6).
+        time_expire: Some(rfc3339_beijing(order.time_expire)),
+        payer_openid: body.payer.map(|p| p.openid),
+        scene_info: body.scene_info,
+        goods_tag: body.goods_tag,
+        detail: body.detail,
+        profit_sharing: body
+            .settle_info
+            .and_then(|s| s.profit_sharing)
+            .unwrap_or(false),
+        sub,
+    })
 }
 
 /// The answer a merchant gets for a live attempt.
@@ -168,6 +166,7 @@ fn new_attempt(
     order: &OrderRecord,
     seq: i32,
     channel_id: &str,
+    decision: String,
     t: OffsetDateTime,
 ) -> AttemptRecord {
     AttemptRecord {
@@ -183,15 +182,65 @@ fn new_attempt(
         channel_transaction_id: None,
         error_code: None,
         error_message: None,
-        decision: Some(format!("merchant's configured channel {channel_id}")),
+        decision: Some(decision),
         created_at: t,
         updated_at: t,
         last_polled_at: None,
     }
 }
 
+/// The merchant's sub-merchant at the attempt's channel.
+pub fn sub_at(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    channel_id: &str,
+) -> Result<SubMerchant, ApiError> {
+    app.routing.sub_for(merchant, channel_id).ok_or_else(|| {
+        tracing::error!(mchid = %merchant.mchid, channel = channel_id, "merchant has no mapping at the channel");
+        ApiError::new(ErrorCode::SystemError, "渠道配置错误，请联系服务商")
+    })
+}
+
+fn no_route(mchid: &str, e: &paygate_routing::NoRoute) -> ApiError {
+    tracing::warn!(mchid, reason = %e.reason, "no channel can take the prepay");
+    ApiError::new(
+        ErrorCode::SystemError,
+        "暂无可用的支付渠道，请稍后使用相同参数重试",
+    )
+}
+
+/// A new attempt on the channel the router picks.
+fn routed_attempt(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    order: &OrderRecord,
+    seq: i32,
+    tried: u64,
+    why_prefix: &str,
+) -> Result<AttemptRecord, ApiError> {
+    let trade = trade_of(order)?;
+    let decision = app
+        .routing
+        .decide(merchant, trade, order.total_fen, tried)
+        .map_err(|e| no_route(&merchant.mchid, &e))?;
+    let channel_id = app.routing.router.channel_id(decision.channel);
+    Ok(new_attempt(
+        order,
+        seq,
+        channel_id,
+        format!("{why_prefix}{}", decision.reason),
+        now(),
+    ))
+}
+
+fn trade_of(order: &OrderRecord) -> Result<TradeType, ApiError> {
+    crate::views::trade_type(&order.trade_type)
+        .ok_or_else(|| ApiError::new(ErrorCode::SystemError, "order has an unknown trade type"))
+}
+
 /// §4.1/§4.6: prepay, idempotent by `(mchid, out_trade_no)`.
 pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiError> {
+    let started = std::time::Instant::now();
     let mchid = call.merchant.mchid.clone();
     let out_trade_no = call.request.out_trade_no.clone();
     // Concurrent calls on one order serialize (on this node; across nodes the store's
@@ -204,7 +253,7 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         .await
         .map_err(store_err)?
     {
-        return prepay_existing(app, &call.merchant, existing, &fingerprint).await;
+        return prepay_existing(app, &call.merchant, existing, &fingerprint, started).await;
     }
     let t = now();
     let time_expire = match call.request.time_expire_at()? {
@@ -240,16 +289,16 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         bank_type: None,
         version: 0,
     };
-    let attempt = new_attempt(&order, 1, &call.merchant.channel_id, t);
+    let attempt = routed_attempt(app, &call.merchant, &order, 1, 0, "")?;
     match app
         .store
         .create_order(&order, &attempt)
         .await
         .map_err(store_err)?
     {
-        CreateOrder::Created => run_attempt(app, &call.merchant, &order, attempt).await,
+        CreateOrder::Created => drive(app, &call.merchant, &order, attempt, started).await,
         CreateOrder::Exists(existing) => {
-            prepay_existing(app, &call.merchant, existing, &order.fingerprint).await
+            prepay_existing(app, &call.merchant, existing, &order.fingerprint, started).await
         }
     }
 }
@@ -259,6 +308,7 @@ async fn prepay_existing(
     merchant: &MerchantRecord,
     order: OrderRecord,
     fingerprint: &str,
+    started: std::time::Instant,
 ) -> Result<Credential, ApiError> {
     if order.fingerprint != fingerprint {
         return Err(ApiError::new(
@@ -296,59 +346,125 @@ async fn prepay_existing(
         // Expired credential, or an outcome never learnt: the same attempt again, with the
         // same parameters, which the channel answers idempotently (§4.6).
         AttemptState::Prepaid | AttemptState::Created | AttemptState::Unknown => {
-            run_attempt(app, merchant, &order, latest).await
+            drive(app, merchant, &order, latest, started).await
         }
+        // Every earlier attempt is FAILED (nothing at its channel) or CLOSED there: a new
+        // attempt cannot make a second collectable order.
         AttemptState::Failed | AttemptState::Closed => {
-            let attempt = new_attempt(&order, latest.seq + 1, &merchant.channel_id, now());
+            let attempt = routed_attempt(app, merchant, &order, latest.seq + 1, 0, "retry: ")?;
             app.store
                 .insert_attempt(&attempt)
                 .await
                 .map_err(store_err)?;
-            run_attempt(app, merchant, &order, attempt).await
+            drive(app, merchant, &order, attempt, started).await
         }
         AttemptState::Paid => Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付")),
     }
 }
 
-/// Calls the channel for `attempt` and persists the outcome. A timeout is unknown: the
-/// channel is asked before anything is decided.
-async fn run_attempt(
+/// Runs `attempt`, and on a retryable failure fails over to the next channel the router
+/// picks, as a NEW attempt, within the request's deadline and channel budget.
+///
+/// The invariant that keeps a payer from paying twice: a new attempt is created only once the
+/// previous one is FAILED (a definite refusal: no order at its channel) or CLOSED at its
+/// channel. An unknown outcome is settled first (query, then close if unpaid); if it cannot
+/// be settled, there is no failover: SYSTEM_ERROR, and the poller or the merchant's retry
+/// resolves it.
+async fn drive(
     app: &AppState,
     merchant: &MerchantRecord,
     order: &OrderRecord,
-    attempt: AttemptRecord,
+    first: AttemptRecord,
+    started: std::time::Instant,
 ) -> Result<Credential, ApiError> {
-    let channel = app.channel(&attempt.channel_id)?;
-    let (request, trade) = channel_prepay(order, &attempt, merchant)?;
-    let mut result = channel.prepay(&request).await;
-    let mut retries = 0;
-    while let Err(ChannelError::Unknown { .. }) = &result {
-        if retries >= UNKNOWN_RETRIES_MAX {
-            break;
+    let bounds = app.routing.bounds.clone();
+    let deadline = started + bounds.deadline;
+    let trade = trade_of(order)?;
+    let mut attempt = first;
+    let mut tried = app.routing.bit(&attempt.channel_id);
+    let mut channels_used = 1;
+    let mut same_attempt_retries = 0;
+    loop {
+        let error = match call_channel(app, merchant, order, &attempt, trade).await? {
+            Ok(credential) => return Ok(credential),
+            Err(e) => e,
+        };
+        // The request itself was refused: another channel would refuse it too.
+        if error.action() == ErrorAction::Stop {
+            return Err(channel_error_to_api(&error));
         }
-        retries += 1;
-        // Does the channel have the order? Either way the same prepay is safe: WeChat answers
-        // identical parameters with the (refreshed) credential and never makes a second order.
-        match channel.query(&attempt.attempt_id, &request.sub).await {
-            Ok(Some(tx))
-                if tx.trade_state != TradeState::Notpay
-                    && tx.trade_state != TradeState::Payerror =>
-            {
-                apply_channel_transaction(app, &attempt.attempt_id, &tx, "prepay").await?;
-                break;
+        let in_time = std::time::Instant::now() < deadline;
+        let next = if channels_used < bounds.channels_max && in_time {
+            app.routing
+                .decide(merchant, trade, order.total_fen, tried)
+                .ok()
+        } else {
+            None
+        };
+        let Some(next) = next else {
+            // Nowhere else to go. An unknown outcome may still be settled here: the same
+            // attempt again is safe, WeChat answers identical parameters with the same order.
+            if error.is_unknown() && in_time && same_attempt_retries < UNKNOWN_RETRIES_MAX {
+                same_attempt_retries += 1;
+                if let Some(answer) = learn_final_state(app, merchant, &attempt).await? {
+                    return Err(answer);
+                }
+                continue;
             }
-            Ok(_) => result = channel.prepay(&request).await,
-            Err(_) => break,
+            return Err(channel_error_to_api(&error));
+        };
+        if error.is_unknown() {
+            match settle(app, merchant, &attempt, deadline, bounds.settle_calls_max).await? {
+                Settled::Gone => {}
+                Settled::Paid => return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付")),
+                Settled::Open => {
+                    tracing::warn!(attempt = %attempt.attempt_id, channel = %attempt.channel_id, "abandoned attempt could not be closed: no failover");
+                    return Err(channel_error_to_api(&error));
+                }
+            }
         }
+        let channel_id = app.routing.router.channel_id(next.channel).to_string();
+        let why = format!(
+            "failover from {} ({}): {}",
+            attempt.channel_id,
+            error.code().unwrap_or("UNKNOWN"),
+            next.reason
+        );
+        let fresh = new_attempt(order, attempt.seq + 1, &channel_id, why, now());
+        app.store.insert_attempt(&fresh).await.map_err(store_err)?;
+        tracing::info!(transaction_id = %order.transaction_id, from = %attempt.channel_id, to = %channel_id, seq = fresh.seq, "failover");
+        tried |= 1u64 << next.channel;
+        channels_used += 1;
+        attempt = fresh;
+    }
+}
+
+/// One prepay call for `attempt`: the outcome is persisted on the attempt and fed to the
+/// router. `Err` only for the gateway's own failures (store, configuration).
+async fn call_channel(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    order: &OrderRecord,
+    attempt: &AttemptRecord,
+    trade: TradeType,
+) -> Result<Result<Credential, ChannelError>, ApiError> {
+    let channel = app.channel(&attempt.channel_id)?;
+    let sub = sub_at(app, merchant, &attempt.channel_id)?;
+    let request = channel_prepay(order, attempt, sub, trade)?;
+    let called = std::time::Instant::now();
+    let result = channel.prepay(&request).await;
+    let latency_ms = u32::try_from(called.elapsed().as_millis()).unwrap_or(u32::MAX);
+    if let Some(outcome) = outcome_of(&result, latency_ms) {
+        app.routing.record(&attempt.channel_id, trade, outcome);
     }
     let t = now();
-    let open = [
-        AttemptState::Created,
-        AttemptState::Unknown,
-        AttemptState::Prepaid,
-    ];
     match result {
         Ok(credential) => {
+            let open = [
+                AttemptState::Created,
+                AttemptState::Unknown,
+                AttemptState::Prepaid,
+            ];
             let mut change =
                 AttemptChange::to(&attempt.attempt_id, &open, AttemptState::Prepaid, t);
             change.prepay_expires_at = Some((t + credential_ttl(trade)).min(order.time_expire));
@@ -366,8 +482,15 @@ async fn run_attempt(
                     Credential::H5Url(h)
                 }
             };
-            app.store.update_attempt(&change).await.map_err(store_err)?;
-            Ok(answer)
+            if !app.store.update_attempt(&change).await.map_err(store_err)? {
+                // Settled or paid meanwhile (a poller elsewhere): never hand out its credential.
+                return Err(ApiError::new(
+                    ErrorCode::SystemError,
+                    "系统错误，请使用相同参数重试",
+                ));
+            }
+            app.routing.add_volume(&attempt.channel_id, order.total_fen);
+            Ok(Ok(answer))
         }
         Err(e) => {
             let state = match &e {
@@ -386,9 +509,176 @@ async fn run_attempt(
                 .or_else(|| Some("UNKNOWN".into()));
             change.error_message = Some(e.to_string());
             app.store.update_attempt(&change).await.map_err(store_err)?;
-            Err(channel_error_to_api(&e))
+            Ok(Err(e))
         }
     }
+}
+
+/// What a prepay's outcome says about the channel's health; `None` when it says nothing (the
+/// request itself was refused).
+fn outcome_of(
+    result: &Result<PrepayCredential, ChannelError>,
+    latency_ms: u32,
+) -> Option<paygate_routing::Outcome> {
+    use paygate_routing::Outcome;
+    match result {
+        Ok(_) => Some(Outcome::Success { latency_ms }),
+        Err(e) if e.action() == ErrorAction::Stop => None,
+        Err(ChannelError::Unknown { reason }) if reason.contains("timed out") => {
+            Some(Outcome::Timeout { latency_ms })
+        }
+        Err(_) => Some(Outcome::Failure { latency_ms }),
+    }
+}
+
+/// With nowhere to fail over to: asks the channel about an unknown attempt. `Some(answer)`
+/// when the order reached a state that ends the prepay (paid, closed, or no answer at all).
+async fn learn_final_state(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    attempt: &AttemptRecord,
+) -> Result<Option<ApiError>, ApiError> {
+    let channel = app.channel(&attempt.channel_id)?;
+    let sub = sub_at(app, merchant, &attempt.channel_id)?;
+    match channel.query(&attempt.attempt_id, &sub).await {
+        Ok(Some(tx))
+            if tx.trade_state != TradeState::Notpay && tx.trade_state != TradeState::Payerror =>
+        {
+            let applied =
+                apply_channel_transaction(app, &attempt.attempt_id, &tx, "prepay").await?;
+            Ok(Some(match applied {
+                Applied::Paid | Applied::PaidAfterClose | Applied::AlreadyFinal => {
+                    ApiError::new(ErrorCode::OrderPaid, "订单已支付")
+                }
+                _ => ApiError::new(ErrorCode::SystemError, "渠道处理超时，请使用相同参数重试"),
+            }))
+        }
+        // Unpaid or never arrived: the identical prepay again is safe.
+        Ok(_) => Ok(None),
+        Err(e) => Ok(Some(channel_error_to_api(&e))),
+    }
+}
+
+/// How settling an abandoned attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Recorded CLOSED (closed at the channel) or FAILED (the channel never had it).
+    Gone,
+    /// The payer paid it: the order is paid through this attempt.
+    Paid,
+    /// Could not be settled in time: still possibly collectable.
+    Open,
+}
+
+/// Settles an attempt whose outcome is unknown, before any other channel is tried: asks
+/// the channel, books a payment found there, closes it there if unpaid.
+async fn settle(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    attempt: &AttemptRecord,
+    deadline: std::time::Instant,
+    calls_max: u32,
+) -> Result<Settled, ApiError> {
+    let channel = app.channel(&attempt.channel_id)?;
+    let sub = sub_at(app, merchant, &attempt.channel_id)?;
+    let mut ask = true;
+    for _ in 0..calls_max {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        if ask {
+            ask = false;
+            if let Ok(Some(tx)) = channel.query(&attempt.attempt_id, &sub).await {
+                match tx.trade_state {
+                    TradeState::Success | TradeState::Refund => {
+                        apply_channel_transaction(app, &attempt.attempt_id, &tx, "failover")
+                            .await?;
+                        return Ok(Settled::Paid);
+                    }
+                    TradeState::Closed | TradeState::Revoked => {
+                        apply_channel_transaction(app, &attempt.attempt_id, &tx, "failover")
+                            .await?;
+                        return recorded(app, attempt).await;
+                    }
+                    // Unpaid: closed next.
+                    _ => {}
+                }
+            }
+            // Not found, unpaid, or no answer: close it; the close's answer says which.
+            continue;
+        }
+        match channel.close(&attempt.attempt_id, &sub).await {
+            Ok(CloseOutcome::Closed) => {
+                mark(
+                    app,
+                    attempt,
+                    &[
+                        AttemptState::Created,
+                        AttemptState::Unknown,
+                        AttemptState::Prepaid,
+                    ],
+                    AttemptState::Closed,
+                )
+                .await?;
+                return recorded(app, attempt).await;
+            }
+            Ok(CloseOutcome::AlreadyPaid) => ask = true,
+            Err(ChannelError::Rejected { code, .. })
+                if code == "ORDER_NOT_EXIST" || code == "RESOURCE_NOT_EXISTS" =>
+            {
+                mark(
+                    app,
+                    attempt,
+                    &[AttemptState::Created, AttemptState::Unknown],
+                    AttemptState::Failed,
+                )
+                .await?;
+                return recorded(app, attempt).await;
+            }
+            Err(ChannelError::Rejected { code, .. }) if code == "ORDER_CLOSED" => {
+                mark(
+                    app,
+                    attempt,
+                    &[
+                        AttemptState::Created,
+                        AttemptState::Unknown,
+                        AttemptState::Prepaid,
+                    ],
+                    AttemptState::Closed,
+                )
+                .await?;
+                return recorded(app, attempt).await;
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(Settled::Open)
+}
+
+async fn mark(
+    app: &AppState,
+    attempt: &AttemptRecord,
+    from: &[AttemptState],
+    to: AttemptState,
+) -> Result<bool, ApiError> {
+    let change = AttemptChange::to(&attempt.attempt_id, from, to, now());
+    app.store.update_attempt(&change).await.map_err(store_err)
+}
+
+/// What the store now holds for the attempt, read back: only a recorded CLOSED or FAILED
+/// lets the order move on.
+async fn recorded(app: &AppState, attempt: &AttemptRecord) -> Result<Settled, ApiError> {
+    let state = app
+        .store
+        .find_attempt(&attempt.attempt_id)
+        .await
+        .map_err(store_err)?
+        .map(|(_, a)| a.state);
+    Ok(match state {
+        Some(AttemptState::Closed | AttemptState::Failed) => Settled::Gone,
+        Some(AttemptState::Paid) => Settled::Paid,
+        _ => Settled::Open,
+    })
 }
 
 /// What applying a channel transaction did.
@@ -603,7 +893,7 @@ pub async fn close(
         )
     }) {
         let channel = app.channel(&attempt.channel_id)?;
-        let sub = sub_of(merchant);
+        let sub = sub_at(app, merchant, &attempt.channel_id)?;
         match channel.close(&attempt.attempt_id, &sub).await {
             Ok(CloseOutcome::Closed) => {
                 let change = AttemptChange::to(

@@ -32,6 +32,8 @@ pub struct AppState {
     pub merchants: MerchantCache,
     pub channels: HashMap<String, Arc<WxChannel>>,
     pub default_channel: String,
+    /// Channel profiles, the router and each merchant's sub-merchant per channel.
+    pub routing: crate::routing::Routing,
     pub nonces: Mutex<NonceCache>,
     pub base_url: String,
     pub operator_token: String,

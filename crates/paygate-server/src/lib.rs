@@ -17,6 +17,7 @@ pub mod http;
 pub mod keys;
 pub mod merchant_api;
 pub mod merchants;
+pub mod routing;
 pub mod sandbox;
 pub mod tls;
 pub mod views;
@@ -172,6 +173,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         c.public_base_url()
     };
     let (channels, default_channel, sandbox) = channels(&config, &base_url).await?;
+    let routing =
+        routing::Routing::build(&config, &channels).map_err(|message| StartError::Channel {
+            id: "routing".into(),
+            message,
+        })?;
     let state = Arc::new(AppState {
         time_scale: config.sandbox.time_scale.max(1),
         store,
@@ -179,6 +185,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         merchants: Default::default(),
         channels,
         default_channel,
+        routing,
         nonces: Mutex::new(Default::default()),
         base_url: base_url.clone(),
         operator_token,

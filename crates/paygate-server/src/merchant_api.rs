@@ -225,10 +225,11 @@ async fn pay_params(
         })?;
     let prepay_id = attempt.prepay_id.clone().unwrap_or_default();
     let channel = app.channel(&attempt.channel_id)?;
-    // The payer's app is the merchant's sub_appid at a provider channel, else the channel's appid.
-    let appid = caller
-        .merchant
-        .channel_sub_appid
+    // The payer's app is the merchant's sub_appid at a provider channel, else the channel's
+    // appid; the sub-merchant is the one at the attempt's channel (failover may have moved it).
+    let sub = flow::sub_at(&app, &caller.merchant, &attempt.channel_id)?;
+    let appid = sub
+        .sub_appid
         .clone()
         .unwrap_or_else(|| channel.config().appid.clone());
     if request.trade_type == "JSAPI" {
@@ -240,7 +241,7 @@ async fn pay_params(
     } else {
         ok_json(
             &channel
-                .app_pay_params(&appid, &prepay_id, &flow::sub_of(&caller.merchant))
+                .app_pay_params(&appid, &prepay_id, &sub)
                 .map_err(|e| flow::channel_error_to_api(&e))?,
         )
     }

@@ -10,7 +10,7 @@ use paygate_core::error::{ApiError, ErrorCode, decode_json};
 use paygate_store::AttemptState;
 use serde::Deserialize;
 
-use crate::flow::{channel_error_to_api, sub_of};
+use crate::flow::channel_error_to_api;
 use crate::http::{ApiFail, ApiResult, AppState, internal, ok_json};
 
 #[derive(Deserialize)]
@@ -66,7 +66,7 @@ pub async fn pay(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     channel
         .sandbox_pay(
             &attempt.attempt_id,
-            &sub_of(&merchant),
+            &crate::flow::sub_at(&app, &merchant, &attempt.channel_id)?,
             success,
             req.openid.as_deref(),
         )

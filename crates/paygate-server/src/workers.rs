@@ -15,7 +15,7 @@ use paygate_wxpay::notify::Notification;
 use paygate_wxpay::server::{answer_headers, request_id};
 use time::OffsetDateTime;
 
-use crate::flow::{RequestSnapshot, apply_channel_transaction, close, sub_of};
+use crate::flow::{RequestSnapshot, apply_channel_transaction, close};
 use crate::http::AppState;
 
 /// Intervals after the previous attempt (§3.4), before the sandbox time scale.
@@ -77,24 +77,12 @@ pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreErro
             }
             continue;
         }
-        match channel.query(&attempt.attempt_id, &sub_of(&merchant)).await {
-            Ok(Some(tx)) => {
-                if let Err(e) =
-                    apply_channel_transaction(app, &attempt.attempt_id, &tx, "poller").await
-                {
-                    tracing::warn!(attempt = %attempt.attempt_id, error = %e.message, "poller could not apply");
-                }
+        // Each attempt at its own channel, as the merchant's sub-merchant there.
+        match app.routing.sub_for(&merchant, &attempt.channel_id) {
+            Some(sub) => poll_attempt(app, channel, &sub, &attempt, now).await?,
+            None => {
+                tracing::warn!(attempt = %attempt.attempt_id, channel = %attempt.channel_id, "no sub-merchant mapping for a pending attempt")
             }
-            Ok(None) if now - attempt.created_at > NEVER_ARRIVED_AFTER => {
-                let change = AttemptChange::to(
-                    &attempt.attempt_id,
-                    &[AttemptState::Created, AttemptState::Unknown],
-                    AttemptState::Failed,
-                    now,
-                );
-                app.store.update_attempt(&change).await?;
-            }
-            Ok(None) | Err(_) => {}
         }
         let mut touched =
             AttemptChange::to(&attempt.attempt_id, &[attempt.state], attempt.state, now);
@@ -102,6 +90,35 @@ pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreErro
         app.store.update_attempt(&touched).await?;
     }
     Ok(n)
+}
+
+/// Asks the attempt's channel about it and applies the answer.
+async fn poll_attempt(
+    app: &AppState,
+    channel: &paygate_channel::WxChannel,
+    sub: &paygate_channel::SubMerchant,
+    attempt: &paygate_store::AttemptRecord,
+    now: OffsetDateTime,
+) -> Result<(), paygate_store::StoreError> {
+    match channel.query(&attempt.attempt_id, sub).await {
+        Ok(Some(tx)) => {
+            if let Err(e) = apply_channel_transaction(app, &attempt.attempt_id, &tx, "poller").await
+            {
+                tracing::warn!(attempt = %attempt.attempt_id, error = %e.message, "poller could not apply");
+            }
+        }
+        Ok(None) if now - attempt.created_at > NEVER_ARRIVED_AFTER => {
+            let change = AttemptChange::to(
+                &attempt.attempt_id,
+                &[AttemptState::Created, AttemptState::Unknown],
+                AttemptState::Failed,
+                now,
+            );
+            app.store.update_attempt(&change).await?;
+        }
+        Ok(None) | Err(_) => {}
+    }
+    Ok(())
 }
 
 /// One outbox round: claims due notifications and delivers them concurrently.
