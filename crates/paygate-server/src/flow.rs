@@ -389,18 +389,24 @@ async fn drive(
             Ok(credential) => return Ok(credential),
             Err(e) => e,
         };
+        let closed_there = closed_at_channel(&error);
         // The request itself was refused: another channel would refuse it too.
-        if error.action() == ErrorAction::Stop {
+        if error.action() == ErrorAction::Stop && !closed_there {
             return Err(channel_error_to_api(&error));
         }
         let in_time = std::time::Instant::now() < deadline;
-        let next = if channels_used < bounds.channels_max && in_time {
+        let may_retry = channels_used < bounds.channels_max && in_time;
+        let mut next = if may_retry {
             app.routing
                 .decide(merchant, trade, order.total_fen, tried)
                 .ok()
         } else {
             None
         };
+        if next.is_none() && closed_there && may_retry {
+            // Its channel order is closed, so even the same channel is safe for a new one.
+            next = app.routing.decide(merchant, trade, order.total_fen, 0).ok();
+        }
         let Some(next) = next else {
             // Nowhere else to go. An unknown outcome may still be settled here: the same
             // attempt again is safe, WeChat answers identical parameters with the same order.
@@ -495,6 +501,8 @@ async fn call_channel(
         Err(e) => {
             let state = match &e {
                 ChannelError::Unknown { .. } => AttemptState::Unknown,
+                // A close whose answer was lost did close it: the channel says so now.
+                _ if closed_at_channel(&e) => AttemptState::Closed,
                 ChannelError::Rejected { .. } => AttemptState::Failed,
             };
             let mut change = AttemptChange::to(
@@ -512,6 +520,12 @@ async fn call_channel(
             Ok(Err(e))
         }
     }
+}
+
+/// The channel closed this attempt's order before (an earlier close whose answer was lost):
+/// nothing collectable is left there.
+fn closed_at_channel(e: &ChannelError) -> bool {
+    matches!(e.code(), Some("ORDER_CLOSED"))
 }
 
 /// What a prepay's outcome says about the channel's health; `None` when it says nothing (the
