@@ -4,7 +4,9 @@
 //! - `paygate serve`: the gateway (SQLite under `./paygate-data/` by default, sandbox channel).
 //! - `paygate merchant create`: onboard a merchant and write its credential kit.
 //! - `paygate sim`: the WeChat Pay v3 simulator on its own.
+//! - `paygate bench`: load against a running V3 server; the cost of its cryptography.
 
+mod bench;
 mod demo;
 
 use std::net::SocketAddr;
@@ -73,6 +75,7 @@ impl StoreArgs {
                 kit_dir: dir.clone(),
                 sandbox: true,
                 timeout_ms: 10_000,
+                ..ChannelEntry::default()
             }];
         }
         if let Some(n) = self.sandbox_time_scale {
@@ -109,6 +112,11 @@ enum Command {
         #[arg(long, env = "PAYGATE_TLS_CLIENT_CA", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
     },
+    /// Benchmarks: load a running V3 server, or measure the cryptography.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Merchants of the gateway.
     Merchant {
         #[command(subcommand)]
@@ -131,6 +139,45 @@ enum Command {
         /// allocates its merchants' sub-merchant numbers itself).
         #[arg(long, env = "PAYGATE_SIM_AUTO_ONBOARD")]
         auto_onboard: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Load a running V3 server (the gateway, or the simulator) as a merchant.
+    Load {
+        /// The merchant kit to sign with (its base_url is the server).
+        #[arg(long)]
+        kit: PathBuf,
+        #[arg(long, value_enum, default_value = "native")]
+        scenario: bench::load::Scenario,
+        /// Callers in flight (closed loop), or the in-flight bound ×16 (open loop).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Calls per second: an open loop at this rate instead of a closed loop.
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        duration_s: u64,
+        #[arg(long, default_value_t = 2)]
+        warmup_s: u64,
+        /// The server's pid for CPU accounting (default: whoever listens on base_url's port).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Trust the platform certificate instead of the public key.
+        #[arg(long)]
+        certificate_mode: bool,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// What the unavoidable cryptography costs on this machine (one core).
+    Crypto {
+        /// Seconds per operation measured.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -179,6 +226,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Demo { dir } => demo::run(&dir).await,
+        Command::Bench { command } => run_bench(command).await,
         Command::Serve {
             store,
             listen,
@@ -252,6 +300,63 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("  sandbox control  {}sandbox/v1/", sim.base_url);
             println!("listening on {}", sim.base_url.trim_end_matches('/'));
             wait(sim.task).await
+        }
+    }
+}
+
+async fn run_bench(command: BenchCommand) -> Result<(), String> {
+    let write_json = |path: &Option<PathBuf>, value: serde_json::Value| -> Result<(), String> {
+        if let Some(p) = path {
+            std::fs::write(
+                p,
+                serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    match command {
+        BenchCommand::Load {
+            kit,
+            scenario,
+            concurrency,
+            rate,
+            duration_s,
+            warmup_s,
+            pid,
+            certificate_mode,
+            json,
+        } => {
+            let args = bench::load::LoadArgs {
+                scenario,
+                concurrency,
+                rate,
+                duration: std::time::Duration::from_secs(duration_s),
+                warmup: std::time::Duration::from_secs(warmup_s),
+                pid,
+                key_mode: if certificate_mode {
+                    paygate_wxpay::client::KeyMode::Certificate
+                } else {
+                    paygate_wxpay::client::KeyMode::PublicKey
+                },
+            };
+            let report = bench::load::run(&kit, args).await?;
+            bench::load::print(&report);
+            write_json(
+                &json,
+                serde_json::to_value(&report).map_err(|e| e.to_string())?,
+            )
+        }
+        BenchCommand::Crypto { seconds, json } => {
+            let budget = std::time::Duration::from_secs_f64(seconds.clamp(0.05, 60.0));
+            let report = tokio::task::spawn_blocking(move || bench::crypto::run(budget))
+                .await
+                .map_err(|e| e.to_string())??;
+            bench::crypto::print(&report);
+            write_json(
+                &json,
+                serde_json::to_value(&report).map_err(|e| e.to_string())?,
+            )
         }
     }
 }

@@ -1,0 +1,435 @@
+//! `paygate bench load`: a load generator that speaks WeChat Pay v3 like a merchant (any V3
+//! server: the gateway or the simulator), closed loop (a fixed number of callers) or open
+//! loop (a fixed rate, latency measured from each call's intended start, so a stall is not
+//! hidden), reporting throughput, latency percentiles, errors by code and the server
+//! process's CPU seconds per operation read from /proc.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use paygate_wxpay::client::{ClientError, KeyMode, WxClient};
+use paygate_wxpay::kit::MerchantKit;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::procstat;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Native prepay (one order per call).
+    Native,
+    Jsapi,
+    App,
+    H5,
+    /// Query by out_trade_no of orders created beforehand.
+    Query,
+    /// Close (each call creates an order first; only the close is timed).
+    Close,
+    /// Refund of a paid order (each call creates and pays an order first; only the refund is timed).
+    Refund,
+    /// Native prepay + sandbox payment + query; notifications counted at a local notify_url.
+    Mix,
+}
+
+pub struct LoadArgs {
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    /// Calls per second (open loop); None = closed loop.
+    pub rate: Option<u64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub pid: Option<u32>,
+    pub key_mode: KeyMode,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub scenario: Scenario,
+    pub mode: String,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub throughput_per_s: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub server_pid: Option<u32>,
+    pub server_cpu_s_per_op: Option<f64>,
+    pub server_cpu_us_per_op: Option<f64>,
+    pub notifications_received: u64,
+    pub notifications_per_s: f64,
+}
+
+struct Shared {
+    client: WxClient,
+    kit: MerchantKit,
+    http: reqwest::Client,
+    notify_url: String,
+    seq: AtomicU64,
+    prefix: String,
+    query_pool: Vec<String>,
+}
+
+impl Shared {
+    fn next_no(&self) -> String {
+        format!(
+            "{}{:010}",
+            self.prefix,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn body(&self, no: &str, trade: Scenario) -> Value {
+        let m = &self.kit.merchant;
+        let mut body = json!({"appid": m.appid, "mchid": m.mchid, "description": "paygate bench",
+            "out_trade_no": no, "notify_url": self.notify_url, "amount": {"total": 1, "currency": "CNY"}});
+        match trade {
+            Scenario::Jsapi => body["payer"] = json!({"openid": "oBenchOpenid0000000000000000"}),
+            Scenario::H5 => {
+                body["scene_info"] =
+                    json!({"payer_client_ip": "127.0.0.1", "h5_info": {"type": "Wap"}})
+            }
+            _ => {}
+        }
+        body
+    }
+
+    async fn prepay(&self, trade: Scenario, no: &str) -> Result<(), String> {
+        let path = match trade {
+            Scenario::Jsapi => "jsapi",
+            Scenario::App => "app",
+            Scenario::H5 => "h5",
+            _ => "native",
+        };
+        let r: Result<Value, ClientError> = self
+            .client
+            .post_json(
+                &format!("/v3/pay/transactions/{path}"),
+                &self.body(no, trade),
+            )
+            .await;
+        r.map(|_| ()).map_err(code)
+    }
+
+    async fn pay(&self, no: &str) -> Result<(), String> {
+        let resp = self
+            .http
+            .post(format!("{}sandbox/v1/pay", self.client.base_url()))
+            .json(
+                &json!({"mchid": self.kit.merchant.mchid, "out_trade_no": no, "result": "SUCCESS"}),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("sandbox: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("sandbox HTTP {}", resp.status().as_u16()))
+        }
+    }
+
+    async fn query(&self, no: &str) -> Result<(), String> {
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
+            self.kit.merchant.mchid
+        );
+        self.client
+            .get_json::<Value>(&path)
+            .await
+            .map(|_| ())
+            .map_err(code)
+    }
+}
+
+fn code(e: ClientError) -> String {
+    match e {
+        ClientError::Api { status, code, .. } => format!("{status} {code}"),
+        ClientError::Timeout => "timeout".into(),
+        ClientError::Transport(_) => "transport".into(),
+        ClientError::BadSignature(_) => "bad signature".into(),
+        ClientError::Decode(_) => "decode".into(),
+        ClientError::Config(m) => format!("config: {m}"),
+    }
+}
+
+/// One timed call; returns its own latency (setup excluded).
+async fn call(shared: &Shared, scenario: Scenario, i: u64) -> (Duration, Result<(), String>) {
+    match scenario {
+        Scenario::Query => {
+            let no = &shared.query_pool[(i as usize) % shared.query_pool.len().max(1)];
+            let t = Instant::now();
+            let r = shared.query(no).await;
+            (t.elapsed(), r)
+        }
+        Scenario::Close => {
+            let no = shared.next_no();
+            if let Err(e) = shared.prepay(Scenario::Native, &no).await {
+                return (Duration::ZERO, Err(format!("setup: {e}")));
+            }
+            let t = Instant::now();
+            let path = format!("/v3/pay/transactions/out-trade-no/{no}/close");
+            let r = shared
+                .client
+                .post_no_content(&path, &json!({"mchid": shared.kit.merchant.mchid}))
+                .await;
+            (t.elapsed(), r.map(|_| ()).map_err(code))
+        }
+        Scenario::Refund => {
+            let no = shared.next_no();
+            if let Err(e) = async {
+                shared.prepay(Scenario::Native, &no).await?;
+                shared.pay(&no).await
+            }
+            .await
+            {
+                return (Duration::ZERO, Err(format!("setup: {e}")));
+            }
+            let t = Instant::now();
+            let body = json!({"out_trade_no": no, "out_refund_no": format!("R{no}"),
+                              "amount": {"refund": 1, "total": 1, "currency": "CNY"}});
+            let r: Result<Value, ClientError> = shared
+                .client
+                .post_json("/v3/refund/domestic/refunds", &body)
+                .await;
+            (t.elapsed(), r.map(|_| ()).map_err(code))
+        }
+        Scenario::Mix => {
+            let no = shared.next_no();
+            let t = Instant::now();
+            let r = async {
+                shared.prepay(Scenario::Native, &no).await?;
+                shared.pay(&no).await?;
+                shared.query(&no).await
+            }
+            .await;
+            (t.elapsed(), r)
+        }
+        trade => {
+            let no = shared.next_no();
+            let t = Instant::now();
+            let r = shared.prepay(trade, &no).await;
+            (t.elapsed(), r)
+        }
+    }
+}
+
+struct Tally {
+    hist: Histogram<u64>,
+    ops: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Result<Self, String> {
+        // Microseconds from 1 µs to 2 minutes, 3 significant figures.
+        let hist = Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?;
+        Ok(Self {
+            hist,
+            ops: 0,
+            errors: BTreeMap::new(),
+        })
+    }
+
+    fn record(&mut self, latency: Duration, result: Result<(), String>) {
+        self.ops += 1;
+        // Beyond the bounds the value is clamped rather than lost.
+        self.hist
+            .saturating_record((latency.as_micros() as u64).max(1));
+        if let Err(e) = result {
+            *self.errors.entry(e).or_default() += 1;
+        }
+    }
+}
+
+async fn notify_receiver(counter: Arc<AtomicU64>) -> Result<String, String> {
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}/notify"))
+}
+
+pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
+    let kit = MerchantKit::read_from_dir(kit_dir).map_err(|e| e.to_string())?;
+    let client = WxClient::from_kit(&kit, args.key_mode, 30_000).map_err(|e| e.to_string())?;
+    let notified = Arc::new(AtomicU64::new(0));
+    let notify_url = notify_receiver(Arc::clone(&notified)).await?;
+    let port = reqwest::Url::parse(&kit.merchant.base_url)
+        .ok()
+        .and_then(|u| u.port_or_known_default());
+    let pid = args
+        .pid
+        .or_else(|| port.and_then(procstat::pid_listening_on));
+    let mut shared = Shared {
+        client,
+        kit,
+        http: reqwest::Client::new(),
+        notify_url,
+        seq: AtomicU64::new(0),
+        prefix: format!(
+            "B{}",
+            time::OffsetDateTime::now_utc().unix_timestamp() % 100_000_000
+        ),
+        query_pool: Vec::new(),
+    };
+    if args.scenario == Scenario::Query {
+        for _ in 0..256 {
+            let no = shared.next_no();
+            shared
+                .prepay(Scenario::Native, &no)
+                .await
+                .map_err(|e| format!("creating orders to query: {e}"))?;
+            shared.query_pool.push(no);
+        }
+    }
+    let shared = Arc::new(shared);
+    // Warm-up: connections, caches, the server's JIT-free but cold paths.
+    let warm_until = Instant::now() + args.warmup;
+    let mut i = 0;
+    while Instant::now() < warm_until {
+        let _ = call(&shared, args.scenario, i).await;
+        i += 1;
+    }
+    let tally = Arc::new(Mutex::new(Tally::new()?));
+    let cpu_before = pid.and_then(procstat::cpu_seconds);
+    let notified_before = notified.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let stop = started + args.duration;
+    let counter = Arc::new(AtomicU64::new(1_000_000));
+    let mode = match args.rate {
+        None => {
+            let mut workers = Vec::new();
+            for _ in 0..args.concurrency.max(1) {
+                let (shared, tally, counter) = (
+                    Arc::clone(&shared),
+                    Arc::clone(&tally),
+                    Arc::clone(&counter),
+                );
+                let scenario = args.scenario;
+                workers.push(tokio::spawn(async move {
+                    while Instant::now() < stop {
+                        let i = counter.fetch_add(1, Ordering::Relaxed);
+                        let (latency, result) = call(&shared, scenario, i).await;
+                        tally
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .record(latency, result);
+                    }
+                }));
+            }
+            for w in workers {
+                let _ = w.await;
+            }
+            format!("closed loop, {} callers", args.concurrency.max(1))
+        }
+        Some(rate) => {
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1) * 16));
+            let mut next = Instant::now();
+            let mut handles = Vec::new();
+            while next < stop {
+                tokio::time::sleep_until(next.into()).await;
+                let intended = next;
+                next += interval;
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                    break;
+                };
+                let (shared, tally, counter) = (
+                    Arc::clone(&shared),
+                    Arc::clone(&tally),
+                    Arc::clone(&counter),
+                );
+                let scenario = args.scenario;
+                handles.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    let i = counter.fetch_add(1, Ordering::Relaxed);
+                    let (own, result) = call(&shared, scenario, i).await;
+                    // From the intended start: queueing behind a slow server counts.
+                    let latency = intended.elapsed().max(own);
+                    tally
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(latency, result);
+                }));
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+            format!("open loop, {rate}/s")
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    // Let in-flight notifications land before counting them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_after = pid.and_then(procstat::cpu_seconds);
+    let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let q = |p: f64| tally.hist.value_at_quantile(p) as f64 / 1000.0;
+    let errors: u64 = tally.errors.values().sum();
+    let ok_ops = tally.ops.saturating_sub(errors).max(1);
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some((b - a) / ok_ops as f64),
+        _ => None,
+    };
+    let notifications = notified.load(Ordering::Relaxed) - notified_before;
+    Ok(LoadReport {
+        scenario: args.scenario,
+        mode,
+        ops: tally.ops,
+        errors,
+        seconds,
+        throughput_per_s: tally.ops as f64 / seconds,
+        latency_ms_p50: q(0.50),
+        latency_ms_p95: q(0.95),
+        latency_ms_p99: q(0.99),
+        latency_ms_max: tally.hist.max() as f64 / 1000.0,
+        errors_by_code: tally.errors.clone(),
+        server_pid: pid,
+        server_cpu_s_per_op: cpu,
+        server_cpu_us_per_op: cpu.map(|c| c * 1e6),
+        notifications_received: notifications,
+        notifications_per_s: notifications as f64 / seconds,
+    })
+}
+
+pub fn print(r: &LoadReport) {
+    println!("scenario {:?} ({}), {:.1} s", r.scenario, r.mode, r.seconds);
+    println!("  operations      {} ({} errors)", r.ops, r.errors);
+    println!("  throughput      {:.0} /s", r.throughput_per_s);
+    println!(
+        "  latency ms      p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+        r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_p99, r.latency_ms_max
+    );
+    for (code, n) in &r.errors_by_code {
+        println!("  error {code:<28} {n}");
+    }
+    match (r.server_pid, r.server_cpu_us_per_op) {
+        (Some(pid), Some(us)) => {
+            println!("  server CPU      {us:.0} µs per successful operation (pid {pid})")
+        }
+        _ => println!("  server CPU      unknown (server process not visible; pass --pid)"),
+    }
+    if r.notifications_received > 0 {
+        println!(
+            "  notifications   {} received ({:.0} /s)",
+            r.notifications_received, r.notifications_per_s
+        );
+    }
+}
