@@ -177,6 +177,9 @@ pub struct RoutingConfig {
     pub channels_per_prepay_max: u32,
     /// Channel calls (query, close) spent settling one abandoned attempt before failing over.
     pub settle_calls_max: u32,
+    /// How often a node re-reads every channel's volume of the day from the store (all
+    /// nodes' prepays), when some channel has a daily cap; in between it counts its own.
+    pub volume_refresh_ms: u64,
     pub rules: Vec<RuleConfig>,
 }
 
@@ -199,6 +202,7 @@ impl Default for RoutingConfig {
             prepay_deadline_ms: 20_000,
             channels_per_prepay_max: 3,
             settle_calls_max: 6,
+            volume_refresh_ms: 30_000,
             rules: Vec::new(),
         }
     }

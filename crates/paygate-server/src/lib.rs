@@ -197,6 +197,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .unwrap_or_else(|_| reqwest::Client::new()),
         config,
     });
+    // Daily caps start from what every node handed out today, not from zero.
+    state.routing.refresh_volumes(state.store.as_ref()).await?;
     let app = router(Arc::clone(&state));
     workers::spawn(Arc::clone(&state));
     let task = match &state.config.tls {

@@ -82,7 +82,7 @@ impl Routing {
         let r = &config.routing;
         if r.channels_per_prepay_max == 0 || r.settle_calls_max == 0 || r.prepay_deadline_ms == 0 {
             return Err(
-                "routing: channels_per_prepay_max, settle_calls_max and prepay_deadline_ms must be positive"
+                "routing: channels_per_prepay_max, settle_calls_max, prepay_deadline_ms and volume_refresh_ms must be positive"
                     .into(),
             );
         }
@@ -167,6 +167,40 @@ impl Routing {
         if let Some(i) = self.router.index_of(channel_id) {
             self.router.add_volume(i, amount_fen, now_ms());
         }
+    }
+
+    /// Sets every capped channel's volume of the (Beijing) day from the store, where every
+    /// node's prepays are. A prepay of this node between the read and the set is counted at
+    /// the next refresh.
+    pub async fn refresh_volumes(
+        &self,
+        store: &dyn paygate_store::Store,
+    ) -> Result<(), paygate_store::StoreError> {
+        let capped: Vec<usize> = (0..self.router.len())
+            .filter(|i| {
+                self.router
+                    .profile(*i)
+                    .is_some_and(|p| p.daily_volume_fen_max.is_some())
+            })
+            .collect();
+        if capped.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let day_start_ms = paygate_routing::beijing_day_start_ms(paygate_routing::beijing_day(now));
+        let since =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(day_start_ms) * 1_000_000)
+                .map_err(|e| paygate_store::StoreError::Database(e.to_string()))?;
+        let volumes = store.channel_volumes(since).await?;
+        for i in capped {
+            let id = self.router.channel_id(i);
+            let fen = volumes
+                .iter()
+                .find(|v| v.channel_id == id)
+                .map_or(0, |v| v.amount_fen);
+            self.router.set_volume(i, fen, now);
+        }
+        Ok(())
     }
 
     /// Health, share and profile of every channel, for the admin API.

@@ -41,6 +41,20 @@ pub fn spawn(app: Arc<AppState>) {
             tokio::time::sleep(every).await;
         }
     });
+    let volumes = Arc::clone(&app);
+    tokio::spawn(async move {
+        let every = Duration::from_millis(volumes.config.routing.volume_refresh_ms);
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = volumes
+                .routing
+                .refresh_volumes(volumes.store.as_ref())
+                .await
+            {
+                tracing::warn!(error = %e, "refreshing channel volumes failed");
+            }
+        }
+    });
     tokio::spawn(async move {
         let every = Duration::from_millis(app.config.workers.outbox_interval_ms);
         loop {

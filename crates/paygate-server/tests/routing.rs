@@ -266,3 +266,39 @@ async fn wait_order_state(t: &Three, no: &str, state: &str) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_daily_cap_moves_traffic_elsewhere_and_survives_a_restart_through_the_store() {
+    for pg in backends() {
+        let t = start(pg.as_deref(), 2_000, |c| {
+            a_first(c);
+            c.channels[0].daily_volume_fen_max = Some(200);
+        })
+        .await;
+        let first = out_no("CAP");
+        t.client
+            .post_json::<_, Value>("/v3/pay/transactions/native", &t.native(&first, 150))
+            .await
+            .unwrap();
+        assert_eq!(t.attempts(&first).await[0].channel_id, "A");
+        // 150 + 100 would pass A's 200: elsewhere, and the decision says why.
+        let second = out_no("CAP");
+        t.client
+            .post_json::<_, Value>("/v3/pay/transactions/native", &t.native(&second, 100))
+            .await
+            .unwrap();
+        let a = &t.attempts(&second).await[0];
+        assert_ne!(a.channel_id, "A");
+        assert!(a.decision.as_deref().unwrap().contains("A=cap"), "{a:?}");
+        // A node that starts afresh reads the day's volume back from the store.
+        let routing = &t.gw.state.routing;
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        routing.router.set_volume(0, 0, now_ms);
+        routing
+            .refresh_volumes(t.gw.state.store.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(routing.router.volume_today(0, now_ms), 150);
+        t.finish().await;
+    }
+}

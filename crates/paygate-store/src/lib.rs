@@ -140,6 +140,13 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>, StoreError>;
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError>;
+    /// Per channel, the total of the orders whose attempt on that channel was created at or
+    /// after `since` and is PREPAID or PAID, by channel id: the channel's volume for a daily
+    /// cap, counted across every node. (Added for routing.)
+    async fn channel_volumes(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<ChannelVolume>, StoreError>;
 
     // ---- merchant notifications (the outbox) ----
     /// Claims up to `limit` PENDING notifications due at `now` whose lease is free, leasing them

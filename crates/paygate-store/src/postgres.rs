@@ -23,9 +23,9 @@ use crate::codec::{
     ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, opt_ms, unix_ms,
 };
 use crate::{
-    AttemptChange, AttemptRecord, CreateOrder, DeliveryOutcome, DeliveryRecord, MerchantCertRecord,
-    MerchantRecord, MerchantStatus, NotificationRecord, NotificationState, OrderChange,
-    OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
+    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
+    MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, NotificationState,
+    OrderChange, OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
 };
 
 /// Pool size unless told otherwise (measured.md: 16 connections commit ~20k tx/s).
@@ -813,6 +813,25 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         decode_all(&rows, codec::repair)
+    }
+
+    async fn channel_volumes(&self, since: OffsetDateTime) -> Result<Vec<ChannelVolume>> {
+        let rows = sqlx::query(
+            "SELECT a.channel_id, SUM(o.total_fen)::BIGINT FROM attempts a
+               JOIN orders o ON o.transaction_id = a.transaction_id
+              WHERE a.created_at >= $1 AND a.state IN ('PREPAID', 'PAID')
+              GROUP BY a.channel_id ORDER BY a.channel_id",
+        )
+        .bind(unix_ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, |r| {
+            Ok(ChannelVolume {
+                channel_id: r.try_get(0).map_err(pg_err)?,
+                amount_fen: r.try_get(1).map_err(pg_err)?,
+            })
+        })
     }
 
     async fn claim_notifications(

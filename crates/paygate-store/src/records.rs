@@ -346,3 +346,11 @@ pub struct RepairRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
+
+/// What one channel handed out or collected since some instant: the orders of its attempts
+/// that are PREPAID or PAID (a daily volume cap's measure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelVolume {
+    pub channel_id: String,
+    pub amount_fen: i64,
+}

@@ -61,6 +61,7 @@ contract!(
     concurrent_opens_of_a_new_database_migrate_once,
     one_failing_command_does_not_undo_the_others,
     corrupt_enum_string_is_reported_not_panicked,
+    channel_volumes_sum_prepaid_and_paid_attempts_since_an_instant,
 );
 
 fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
@@ -1189,4 +1190,65 @@ async fn concurrent_opens_of_a_new_database_migrate_once(db: Db) {
                 .is_some()
         );
     }
+}
+
+async fn channel_volumes_sum_prepaid_and_paid_attempts_since_an_instant(db: Db) {
+    let s = db.open().await;
+    let to = |id: &str, from: AttemptState, state: AttemptState| {
+        AttemptChange::to(id, &[from], state, t(30))
+    };
+    // tx1: 100 fen, PREPAID on wx-main.
+    seed_order(&*s, "tx1").await;
+    assert!(
+        s.update_attempt(&to("tx1-1", AttemptState::Created, AttemptState::Prepaid))
+            .await
+            .unwrap()
+    );
+    // tx2: 250 fen, FAILED on wx-main, then PAID on wx-backup (created at t(2)).
+    let mut o2 = order("tx2", "out-tx2");
+    o2.total_fen = 250;
+    s.create_order(&o2, &attempt("tx2-1", "tx2", 1))
+        .await
+        .unwrap();
+    assert!(
+        s.update_attempt(&to("tx2-1", AttemptState::Created, AttemptState::Failed))
+            .await
+            .unwrap()
+    );
+    let mut a = attempt("tx2-2", "tx2", 2);
+    a.channel_id = "wx-backup".into();
+    s.insert_attempt(&a).await.unwrap();
+    assert!(
+        s.update_attempt(&to("tx2-2", AttemptState::Created, AttemptState::Paid))
+            .await
+            .unwrap()
+    );
+    // tx3: still CREATED (nothing handed out); tx4: prepaid, but before the instant asked about.
+    seed_order(&*s, "tx3").await;
+    let mut a4 = attempt("tx4-1", "tx4", 1);
+    a4.created_at = t(-86_400_000);
+    s.create_order(&order("tx4", "out-tx4"), &a4).await.unwrap();
+    assert!(
+        s.update_attempt(&to("tx4-1", AttemptState::Created, AttemptState::Prepaid))
+            .await
+            .unwrap()
+    );
+
+    let volume = |channel_id: &str, amount_fen: i64| ChannelVolume {
+        channel_id: channel_id.into(),
+        amount_fen,
+    };
+    assert_eq!(
+        s.channel_volumes(t(0)).await.unwrap(),
+        vec![volume("wx-backup", 250), volume("wx-main", 100)]
+    );
+    assert_eq!(
+        s.channel_volumes(t(-86_400_000)).await.unwrap(),
+        vec![volume("wx-backup", 250), volume("wx-main", 200)]
+    );
+    assert_eq!(
+        s.channel_volumes(t(2)).await.unwrap(),
+        vec![volume("wx-backup", 250)]
+    );
+    assert!(s.channel_volumes(t(5)).await.unwrap().is_empty());
 }

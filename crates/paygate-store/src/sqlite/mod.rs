@@ -31,9 +31,9 @@ use time::OffsetDateTime;
 
 use crate::codec::{self, Cols};
 use crate::{
-    AttemptChange, AttemptRecord, CreateOrder, DeliveryOutcome, DeliveryRecord, MerchantCertRecord,
-    MerchantRecord, MerchantStatus, NotificationRecord, OrderChange, OrderRecord,
-    PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
+    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
+    MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, OrderChange,
+    OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
 };
 use threads::{Bounds, Done, Threads};
 
@@ -441,6 +441,15 @@ impl Store for SqliteStore {
         let transaction_id = transaction_id.to_string();
         self.threads
             .read(move |c| ops::repairs(c, &transaction_id))
+            .await
+    }
+
+    async fn channel_volumes(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<ChannelVolume>, StoreError> {
+        self.threads
+            .read(move |c| ops::channel_volumes(c, since))
             .await
     }
 

@@ -13,9 +13,9 @@ use crate::codec::{
     ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, opt_ms, unix_ms,
 };
 use crate::{
-    AttemptChange, AttemptRecord, CreateOrder, DeliveryOutcome, DeliveryRecord, MerchantCertRecord,
-    MerchantRecord, MerchantStatus, NotificationRecord, NotificationState, OrderChange,
-    OrderRecord, OrderState, PlatformKeyRecord, RepairRecord, StoreError,
+    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
+    MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, NotificationState,
+    OrderChange, OrderRecord, OrderState, PlatformKeyRecord, RepairRecord, StoreError,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -452,6 +452,26 @@ pub(super) fn repairs(conn: &Connection, transaction_id: &str) -> Result<Vec<Rep
         ),
         [transaction_id],
         |r| codec::repair(r),
+    )
+}
+
+pub(super) fn channel_volumes(
+    conn: &Connection,
+    since: OffsetDateTime,
+) -> Result<Vec<ChannelVolume>> {
+    rows(
+        conn,
+        "SELECT a.channel_id, SUM(o.total_fen) FROM attempts a
+           JOIN orders o ON o.transaction_id = a.transaction_id
+          WHERE a.created_at >= ?1 AND a.state IN ('PREPAID', 'PAID')
+          GROUP BY a.channel_id ORDER BY a.channel_id",
+        [unix_ms(since)],
+        |r| {
+            Ok(ChannelVolume {
+                channel_id: r.get(0).map_err(sqlite_err)?,
+                amount_fen: r.get(1).map_err(sqlite_err)?,
+            })
+        },
     )
 }
 
