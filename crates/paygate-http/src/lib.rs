@@ -67,16 +67,49 @@ pub async fn not_found() -> ApiFail {
     )
 }
 
-/// Adds `Request-ID` and, unless the answer is marked [`Unsigned`], the five `Wechatpay-*`
-/// headers over the exact bytes sent (204 included); sets `Content-Length` so nothing
-/// re-encodes the body after signing.
+/// `axum::extract::Path` whose rejection (a segment that is not valid percent-encoded UTF-8,
+/// say) is a V3 `PARAM_ERROR`, not axum's plain-text 400. Import it as `Path`.
+pub struct V3Path<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for V3Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiFail;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiFail> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(V3Path(value)),
+            Err(rejection) => Err(ApiFail(ApiError::param_in(
+                "path",
+                "",
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
+/// The answer to a known path with another method, in the V3 shape (axum's own 405 has no body).
+pub async fn method_not_allowed() -> ApiFail {
+    ApiFail(ApiError::new(ErrorCode::InvalidRequest, "HTTP 方法不被允许").with_status(405))
+}
+
+/// Adds `Request-ID` and, on a 2xx not marked [`Unsigned`], the five `Wechatpay-*` headers
+/// over the exact bytes sent (204 included); sets `Content-Length` so nothing re-encodes the
+/// body after signing. Error answers are not signed: no SDK verifies them (reference §0), and
+/// an RSA signature per refused request would hand attackers a cheap way to burn our CPU.
 pub async fn sign_answer(
     response: Response,
     key: &SigningKey,
     serial: &str,
     request_id: &str,
 ) -> Response {
-    let unsigned = response.extensions().get::<Unsigned>().is_some();
+    let unsigned =
+        response.extensions().get::<Unsigned>().is_some() || !response.status().is_success();
     let (mut parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -143,6 +176,13 @@ mod tests {
         assert!(signed.headers().get("Wechatpay-Signature").is_none());
         let fail = ApiFail(ApiError::of(ErrorCode::OrderNotExist)).into_response();
         assert_eq!(fail.status(), 404);
+        let signed = sign_answer(fail, &key, "S", "R").await;
+        assert!(
+            signed.headers().get("Wechatpay-Signature").is_none(),
+            "errors are not signed"
+        );
+        assert!(signed.headers().get("Request-ID").is_some());
         assert_eq!(not_found().await.into_response().status(), 404);
+        assert_eq!(method_not_allowed().await.into_response().status(), 405);
     }
 }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paygate_channel::{CallbackError, CallbackEvent};
+use paygate_http::V3Path as Path;
 
 use crate::flow::apply_channel_transaction;
 use crate::http::AppState;

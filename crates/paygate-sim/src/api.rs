@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::routing::{get, post};
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_core::timefmt::rfc3339_beijing;
+use paygate_http::V3Path as Path;
 use paygate_wxpay::certificates::build_certificates_response;
 use paygate_wxpay::crypto::aead::AeadAlgorithm;
 use paygate_wxpay::models::bills::parse_query_validated;

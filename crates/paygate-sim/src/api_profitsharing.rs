@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::routing::{get, post};
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_core::timefmt::rfc3339_beijing;
+use paygate_http::V3Path as Path;
 use paygate_wxpay::models::profitsharing::{
     AddReceiverRequest, AddReceiverResponse, DeleteReceiverRequest, DeleteReceiverResponse,
     MerchantConfigResponse, OrderQuery, OrderReceiverDetail, OrderState, OrdersEntity,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::routing::{get, post, put};
 use paygate_core::error::{ApiError, ErrorCode, decode_json};
+use paygate_http::V3Path as Path;
 use paygate_wxpay::models::bills::parse_query;
 use serde::Deserialize;
 

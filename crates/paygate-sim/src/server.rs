@@ -244,11 +244,13 @@ async fn finish(
 pub fn router(app: Arc<AppState>) -> Router {
     let v3 = crate::api::routes()
         .fallback(paygate_http::not_found)
+        .method_not_allowed_fallback(paygate_http::method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), v3_layer));
     Router::new()
         .merge(v3)
         .nest("/sandbox/v1", crate::sandbox::routes())
         .fallback(paygate_http::not_found)
+        .method_not_allowed_fallback(paygate_http::method_not_allowed)
         .with_state(app)
 }
 
