@@ -247,7 +247,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.config.sandbox.enabled {
         router = router.route("/sandbox/v1/pay", post(sandbox::pay));
     }
-    router.fallback(http::not_found).with_state(state)
+    router
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(paygate_http::method_not_allowed)
+        .with_state(state)
 }
 
 /// Ready when the store answers.
