@@ -366,10 +366,10 @@ async fn prepay_existing(
 /// picks, as a NEW attempt, within the request's deadline and channel budget.
 ///
 /// The invariant that keeps a payer from paying twice: a new attempt is created only once the
-/// previous one is FAILED (a definite refusal: no order at its channel) or CLOSED at its
-/// channel. An unknown outcome is settled first (query, then close if unpaid); if it cannot
-/// be settled, there is no failover: SYSTEM_ERROR, and the poller or the merchant's retry
-/// resolves it.
+/// previous one is recorded FAILED (a definite refusal: no order at its channel) or CLOSED at
+/// its channel. Anything else, an unknown outcome above all, is settled first (query, then
+/// close if unpaid); if it cannot be settled, there is no failover: SYSTEM_ERROR, and the
+/// poller or the merchant's retry resolves it.
 async fn drive(
     app: &AppState,
     merchant: &MerchantRecord,
@@ -385,7 +385,7 @@ async fn drive(
     let mut channels_used = 1;
     let mut same_attempt_retries = 0;
     loop {
-        let error = match call_channel(app, merchant, order, &attempt, trade).await? {
+        let error = match call_channel(app, merchant, order, &attempt, trade, deadline).await? {
             Ok(credential) => return Ok(credential),
             Err(e) => e,
         };
@@ -412,14 +412,16 @@ async fn drive(
             // attempt again is safe, WeChat answers identical parameters with the same order.
             if error.is_unknown() && in_time && same_attempt_retries < UNKNOWN_RETRIES_MAX {
                 same_attempt_retries += 1;
-                if let Some(answer) = learn_final_state(app, merchant, &attempt).await? {
+                if let Some(answer) = learn_final_state(app, merchant, &attempt, deadline).await? {
                     return Err(answer);
                 }
                 continue;
             }
             return Err(channel_error_to_api(&error));
         };
-        if error.is_unknown() {
+        // Only a recorded FAILED or CLOSED lets the order move on; anything else (an unknown
+        // outcome, or a refused refresh of an attempt the channel still holds) is settled first.
+        if recorded(app, &attempt).await? != Settled::Gone {
             match settle(app, merchant, &attempt, deadline, bounds.settle_calls_max).await? {
                 Settled::Gone => {}
                 Settled::Paid => return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付")),
@@ -453,12 +455,13 @@ async fn call_channel(
     order: &OrderRecord,
     attempt: &AttemptRecord,
     trade: TradeType,
+    deadline: std::time::Instant,
 ) -> Result<Result<Credential, ChannelError>, ApiError> {
     let channel = app.channel(&attempt.channel_id)?;
     let sub = sub_at(app, merchant, &attempt.channel_id)?;
     let request = channel_prepay(order, attempt, sub, trade)?;
     let called = std::time::Instant::now();
-    let result = channel.prepay(&request).await;
+    let result = within(deadline, channel.prepay(&request)).await;
     let latency_ms = u32::try_from(called.elapsed().as_millis()).unwrap_or(u32::MAX);
     if let Some(outcome) = outcome_of(&result, latency_ms) {
         app.routing.record(&attempt.channel_id, trade, outcome);
@@ -522,6 +525,22 @@ async fn call_channel(
     }
 }
 
+/// Why a channel call was cut off: the request's deadline, not the channel's timeout.
+const DEADLINE_REASON: &str = "the prepay's deadline passed during the call";
+
+/// A channel call cut off at the request's deadline; its outcome is then unknown.
+async fn within<T>(
+    deadline: std::time::Instant,
+    call: impl std::future::Future<Output = Result<T, ChannelError>>,
+) -> Result<T, ChannelError> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(result) => result,
+        Err(_) => Err(ChannelError::Unknown {
+            reason: DEADLINE_REASON.into(),
+        }),
+    }
+}
+
 /// The channel closed this attempt's order before (an earlier close whose answer was lost):
 /// nothing collectable is left there.
 fn closed_at_channel(e: &ChannelError) -> bool {
@@ -538,6 +557,8 @@ fn outcome_of(
     match result {
         Ok(_) => Some(Outcome::Success { latency_ms }),
         Err(e) if e.action() == ErrorAction::Stop => None,
+        // Cut off by the request's own deadline: says nothing about the channel.
+        Err(ChannelError::Unknown { reason }) if reason == DEADLINE_REASON => None,
         Err(ChannelError::Unknown { reason }) if reason.contains("timed out") => {
             Some(Outcome::Timeout { latency_ms })
         }
@@ -551,10 +572,11 @@ async fn learn_final_state(
     app: &AppState,
     merchant: &MerchantRecord,
     attempt: &AttemptRecord,
+    deadline: std::time::Instant,
 ) -> Result<Option<ApiError>, ApiError> {
     let channel = app.channel(&attempt.channel_id)?;
     let sub = sub_at(app, merchant, &attempt.channel_id)?;
-    match channel.query(&attempt.attempt_id, &sub).await {
+    match within(deadline, channel.query(&attempt.attempt_id, &sub)).await {
         Ok(Some(tx))
             if tx.trade_state != TradeState::Notpay && tx.trade_state != TradeState::Payerror =>
         {
@@ -602,7 +624,7 @@ async fn settle(
         }
         if ask {
             ask = false;
-            if let Ok(Some(tx)) = channel.query(&attempt.attempt_id, &sub).await {
+            if let Ok(Some(tx)) = within(deadline, channel.query(&attempt.attempt_id, &sub)).await {
                 match tx.trade_state {
                     TradeState::Success | TradeState::Refund => {
                         apply_channel_transaction(app, &attempt.attempt_id, &tx, "failover")
@@ -621,7 +643,7 @@ async fn settle(
             // Not found, unpaid, or no answer: close it; the close's answer says which.
             continue;
         }
-        match channel.close(&attempt.attempt_id, &sub).await {
+        match within(deadline, channel.close(&attempt.attempt_id, &sub)).await {
             Ok(CloseOutcome::Closed) => {
                 mark(
                     app,

@@ -302,3 +302,61 @@ async fn a_daily_cap_moves_traffic_elsewhere_and_survives_a_restart_through_the_
         t.finish().await;
     }
 }
+
+#[tokio::test]
+async fn the_prepay_deadline_bounds_a_request_whatever_the_channel_timeouts() {
+    let t = start(None, 5_000, |c| {
+        a_first(c);
+        c.routing.prepay_deadline_ms = 800;
+    })
+    .await;
+    t.faults(
+        "A",
+        json!({"timeout_rate_ppm": 1_000_000, "timeout_ms": 3_000}),
+    );
+    let no = out_no("DL");
+    let began = std::time::Instant::now();
+    let err = prepay(&t, &no).await.unwrap_err();
+    let took = began.elapsed();
+    assert_eq!(err.api_code(), Some("SYSTEM_ERROR"));
+    assert!(took < std::time::Duration::from_millis(2_000), "{took:?}");
+    let attempts = t.attempts(&no).await;
+    assert_eq!(attempts.len(), 1, "no failover past the deadline");
+    assert_eq!(attempts[0].state, AttemptState::Unknown);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_refused_refresh_of_an_expired_credential_closes_the_old_channel_order_before_failing_over()
+ {
+    let t = start(None, 2_000, a_first).await;
+    let no = out_no("EX");
+    prepay(&t, &no).await.unwrap();
+    let first = t.attempts(&no).await.remove(0);
+    assert_eq!(
+        (first.channel_id.as_str(), first.state),
+        ("A", AttemptState::Prepaid)
+    );
+    // The credential has expired; A now refuses the refresh (429): the channel order A holds
+    // must be closed there before another channel hands out a credential.
+    let mut expired = paygate_store::AttemptChange::to(
+        &first.attempt_id,
+        &[AttemptState::Prepaid],
+        AttemptState::Prepaid,
+        time::OffsetDateTime::now_utc(),
+    );
+    expired.prepay_expires_at = Some(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
+    assert!(t.gw.state.store.update_attempt(&expired).await.unwrap());
+    t.faults(
+        "A",
+        json!({"errors": [{"code": "FREQUENCY_LIMITED", "rate_ppm": 1_000_000}], "operations": ["prepay"]}),
+    );
+    prepay(&t, &no).await.unwrap();
+    let attempts = t.attempts(&no).await;
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Closed);
+    assert_eq!(t.at_channel(&attempts[0]), Some(TradeState::Closed));
+    assert_eq!(attempts[1].state, AttemptState::Prepaid);
+    assert_ne!(attempts[1].channel_id, "A");
+    t.finish().await;
+}
