@@ -42,6 +42,7 @@ pub struct AppState {
     pub outbox_wake: tokio::sync::Notify,
     pub http: reqwest::Client,
     pub time_scale: u32,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -146,7 +147,24 @@ pub async fn merchant_layer(
     req: Request,
     next: Next,
 ) -> Response {
+    let started = std::time::Instant::now();
     let request_id = request_id();
+    let endpoint = crate::metrics::endpoint(req.method().as_str(), req.uri().path());
+    let span = tracing::info_span!("request", request_id = %request_id, endpoint = %endpoint);
+    // Inside the span, the channel calls made while answering log the merchant's request id.
+    let response =
+        tracing::Instrument::instrument(authenticated(&app, req, next, &request_id), span).await;
+    app.metrics
+        .observe_request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn authenticated(
+    app: &Arc<AppState>,
+    req: Request,
+    next: Next,
+    request_id: &str,
+) -> Response {
     let (parts, body) = req.into_parts();
     let requested_serial = parts
         .headers
@@ -170,14 +188,14 @@ pub async fn merchant_layer(
             .unwrap_or("/")
             .to_string();
         let caller =
-            authenticate(&app, parts.method.as_str(), &target, &parts.headers, &body).await?;
+            authenticate(app, parts.method.as_str(), &target, &parts.headers, &body).await?;
         let mut req = Request::from_parts(parts, Body::from(body));
         req.extensions_mut().insert(caller);
         Ok::<_, ApiFail>(next.run(req).await)
     }
     .await
     .unwrap_or_else(IntoResponse::into_response);
-    sign(&app, requested_serial.as_deref(), response, &request_id).await
+    sign(app, requested_serial.as_deref(), response, request_id).await
 }
 
 async fn sign(

@@ -17,6 +17,7 @@ pub mod http;
 pub mod keys;
 pub mod merchant_api;
 pub mod merchants;
+pub mod metrics;
 pub mod routing;
 pub mod sandbox;
 pub mod tls;
@@ -180,6 +181,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         })?;
     let state = Arc::new(AppState {
         time_scale: config.sandbox.time_scale.max(1),
+        metrics: Default::default(),
         store,
         keys,
         merchants: Default::default(),
@@ -243,6 +245,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(callbacks::wxpay_callback),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
         .route("/readyz", get(readyz));
     if state.config.sandbox.enabled {
         router = router.route("/sandbox/v1/pay", post(sandbox::pay));
@@ -251,6 +254,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(http::not_found)
         .method_not_allowed_fallback(paygate_http::method_not_allowed)
         .with_state(state)
+}
+
+async fn metrics_text(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+) -> impl axum::response::IntoResponse {
+    let body = app.metrics.render(&app.routing.metrics_text());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 /// Ready when the store answers.

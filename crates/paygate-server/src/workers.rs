@@ -149,6 +149,12 @@ pub async fn outbox_once(app: &Arc<AppState>) -> Result<usize, paygate_store::St
         .claim_notifications(now, now + lease, app.config.workers.outbox_batch_max)
         .await?;
     let n = claimed.len();
+    let lag_ms = claimed
+        .iter()
+        .map(|r| (now - r.next_attempt_at).whole_milliseconds() as i64)
+        .max()
+        .unwrap_or(0);
+    app.metrics.observe_outbox_claim(n, lag_ms);
     let limit = Arc::new(tokio::sync::Semaphore::new(
         app.config.workers.deliveries_in_flight_max.max(1),
     ));
@@ -219,6 +225,11 @@ pub async fn deliver(
         error,
         duration_ms: started.elapsed().as_millis() as i64,
     };
+    app.metrics.observe_notification(match &outcome {
+        DeliveryOutcome::Delivered => "delivered",
+        DeliveryOutcome::Retry { .. } => "retry",
+        DeliveryOutcome::GaveUp => "gave_up",
+    });
     app.store.finish_delivery(&delivery, &outcome).await
 }
 

@@ -796,3 +796,51 @@ async fn a_payment_after_a_close_becomes_success_with_a_repair_record() {
         gw.finish().await;
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_endpoint_and_code_and_deliveries() {
+    let gw = start(None, |_| {}).await;
+    let rx = receiver().await;
+    let no = out_no("M");
+    let _: Value = gw
+        .client
+        .post_json("/v3/pay/transactions/native", &gw.native(&no, 2, &rx.url))
+        .await
+        .unwrap();
+    let _ = gw
+        .client
+        .get_json::<Transaction>(&format!(
+            "/v3/pay/transactions/out-trade-no/NOPE1234?mchid={}",
+            gw.mchid()
+        ))
+        .await;
+    gw.pay(&no).await;
+    rx.wait_for(1).await;
+    let text = eventually(|| async {
+        let text = gw
+            .http
+            .get(format!("{}metrics", gw.gw.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("paygate_notifications_total{outcome=\"delivered\"} 1")
+            .then_some(text)
+    })
+    .await;
+    assert!(text.contains("paygate_http_requests_total{endpoint=\"POST /v3/pay/transactions/native\",code=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "endpoint=\"GET /v3/pay/transactions/out-trade-no/{out_trade_no}\",code=\"404\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("paygate_http_request_duration_seconds_count{endpoint=\"POST /v3/pay/transactions/native\"} 1"));
+    assert!(
+        text.contains("paygate_channel_share"),
+        "the router's series are there too"
+    );
+    gw.finish().await;
+}

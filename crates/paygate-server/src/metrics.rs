@@ -1,0 +1,260 @@
+//! Prometheus metrics at `GET /metrics`: merchant API requests by endpoint and code with a
+//! latency histogram, merchant notifications by outcome and the outbox's lag, risk decisions
+//! by action, and the router's per-channel figures (share, success, latency, breaker). A
+//! registry per gateway (not a process-global recorder), so several gateways in one test
+//! process keep their own counts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket bounds in seconds: a gateway answer is ~1 ms of CPU, a channel round trip more.
+const BUCKETS_S: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+const SERIES_MAX: usize = 10_000;
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS_S.len()],
+    count: u64,
+    sum_s: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    notifications: Mutex<BTreeMap<&'static str, u64>>,
+    risk: Mutex<BTreeMap<String, u64>>,
+    outbox_lag_ms: AtomicI64,
+    outbox_claimed_total: AtomicU64,
+}
+
+/// The route template of a merchant-API path, so ids do not explode the label space.
+pub fn endpoint(method: &str, path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    let template = match segments.as_slice() {
+        ["", "v3", "pay", "transactions", "id", _] => {
+            "/v3/pay/transactions/id/{transaction_id}".to_string()
+        }
+        ["", "v3", "pay", "transactions", "out-trade-no", _] => {
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}".into()
+        }
+        ["", "v3", "pay", "transactions", "out-trade-no", _, "close"] => {
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close".into()
+        }
+        ["", "v3", "pay", "transactions", product]
+            if ["jsapi", "app", "h5", "native"].contains(product) =>
+        {
+            format!("/v3/pay/transactions/{product}")
+        }
+        ["", "v3", "refund", "domestic", "refunds", _] => {
+            "/v3/refund/domestic/refunds/{out_refund_no}".into()
+        }
+        ["", "v3", "refund", "domestic", "refunds"] => "/v3/refund/domestic/refunds".into(),
+        ["", "v3", "certificates"] => "/v3/certificates".into(),
+        ["", "paygate", "v1", "pay-params"] => "/paygate/v1/pay-params".into(),
+        _ => "other".into(),
+    };
+    format!("{method} {template}")
+}
+
+impl Metrics {
+    pub fn observe_request(&self, endpoint: String, status: u16, elapsed: Duration) {
+        {
+            let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            if requests.len() < SERIES_MAX || requests.contains_key(&(endpoint.clone(), status)) {
+                *requests.entry((endpoint.clone(), status)).or_default() += 1;
+            }
+        }
+        let secs = elapsed.as_secs_f64();
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        if latency.len() >= SERIES_MAX && !latency.contains_key(&endpoint) {
+            return;
+        }
+        let h = latency.entry(endpoint).or_default();
+        h.count += 1;
+        h.sum_s += secs;
+        for (i, bound) in BUCKETS_S.iter().enumerate() {
+            if secs <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// `delivered`, `retry` or `gave_up`.
+    pub fn observe_notification(&self, outcome: &'static str) {
+        *self
+            .notifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    pub fn observe_outbox_claim(&self, claimed: usize, oldest_due_lag_ms: i64) {
+        self.outbox_claimed_total
+            .fetch_add(claimed as u64, Ordering::Relaxed);
+        self.outbox_lag_ms
+            .store(oldest_due_lag_ms, Ordering::Relaxed);
+    }
+
+    pub fn observe_risk(&self, action: &str) {
+        *self
+            .risk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(action.to_string())
+            .or_default() += 1;
+    }
+
+    /// The Prometheus text exposition (version 0.0.4), plus `extra` (the router's series).
+    pub fn render(&self, extra: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP paygate_http_requests_total Merchant API requests by endpoint and HTTP status."
+        );
+        let _ = writeln!(out, "# TYPE paygate_http_requests_total counter");
+        for ((endpoint, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "paygate_http_requests_total{{endpoint=\"{endpoint}\",code=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paygate_http_request_duration_seconds Merchant API latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE paygate_http_request_duration_seconds histogram"
+        );
+        for (endpoint, h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            for (bound, n) in BUCKETS_S.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "paygate_http_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "paygate_http_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "paygate_http_request_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
+                h.sum_s
+            );
+            let _ = writeln!(
+                out,
+                "paygate_http_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
+                h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paygate_notifications_total Merchant notification delivery attempts by outcome."
+        );
+        let _ = writeln!(out, "# TYPE paygate_notifications_total counter");
+        for (outcome, n) in self
+            .notifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "paygate_notifications_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paygate_outbox_lag_ms How late the oldest notification of the last claim was."
+        );
+        let _ = writeln!(out, "# TYPE paygate_outbox_lag_ms gauge");
+        let _ = writeln!(
+            out,
+            "paygate_outbox_lag_ms {}",
+            self.outbox_lag_ms.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE paygate_outbox_claimed_total counter");
+        let _ = writeln!(
+            out,
+            "paygate_outbox_claimed_total {}",
+            self.outbox_claimed_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP paygate_risk_decisions_total Risk decisions by action."
+        );
+        let _ = writeln!(out, "# TYPE paygate_risk_decisions_total counter");
+        for (action, n) in self.risk.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "paygate_risk_decisions_total{{action=\"{action}\"}} {n}"
+            );
+        }
+        out.push_str(extra);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_templates() {
+        assert_eq!(
+            endpoint("GET", "/v3/pay/transactions/id/4200"),
+            "GET /v3/pay/transactions/id/{transaction_id}"
+        );
+        assert_eq!(
+            endpoint("POST", "/v3/pay/transactions/native"),
+            "POST /v3/pay/transactions/native"
+        );
+        assert_eq!(endpoint("POST", "/v3/pay/transactions/evil"), "POST other");
+        assert_eq!(
+            endpoint("POST", "/v3/pay/transactions/out-trade-no/X1/close"),
+            "POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close"
+        );
+    }
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.observe_request(
+            endpoint("POST", "/v3/pay/transactions/native"),
+            200,
+            Duration::from_millis(3),
+        );
+        m.observe_request(
+            endpoint("POST", "/v3/pay/transactions/native"),
+            200,
+            Duration::from_millis(30),
+        );
+        m.observe_notification("delivered");
+        let text = m.render("paygate_channel_share{channel=\"a\"} 1\n");
+        assert!(text.contains("paygate_http_requests_total{endpoint=\"POST /v3/pay/transactions/native\",code=\"200\"} 2"));
+        assert!(text.contains("le=\"0.005\"} 1"));
+        assert!(text.contains("le=\"0.05\"} 2"));
+        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(text.contains("paygate_notifications_total{outcome=\"delivered\"} 1"));
+        assert!(text.ends_with("paygate_channel_share{channel=\"a\"} 1\n"));
+    }
+}
