@@ -22,6 +22,8 @@ pub(crate) const ORDER_COL_COUNT: usize = 20;
 pub(crate) const ATTEMPT_COLS: &str = "attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, \
      h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at, \
      updated_at, last_polled_at";
+pub(crate) const RISK_COLS: &str =
+    "id, mchid, kind, reference, transaction_id, action, score, fired_json, rules_version, at";
 pub(crate) const REPAIR_COLS: &str =
     "id, transaction_id, source, way, before_state, after_state, detail, at";
 pub(crate) const NOTIFICATION_COLS: &str = "id, mchid, transaction_id, event_type, url, plaintext, state, attempts, \
@@ -240,6 +242,21 @@ pub(crate) fn attempt(r: &impl Cols, at: usize) -> Result<AttemptRecord, StoreEr
         created_at: r.time(at + 13)?,
         updated_at: r.time(at + 14)?,
         last_polled_at: r.opt_time(at + 15)?,
+    })
+}
+
+pub(crate) fn risk_decision(r: &impl Cols) -> Result<crate::RiskDecisionRecord, StoreError> {
+    Ok(crate::RiskDecisionRecord {
+        id: r.text(0)?,
+        mchid: r.text(1)?,
+        kind: r.text(2)?,
+        reference: r.text(3)?,
+        transaction_id: r.opt_text(4)?,
+        action: r.text(5)?,
+        score: r.int(6)?,
+        fired_json: r.text(7)?,
+        rules_version: r.int(8)?,
+        at: r.time(9)?,
     })
 }
 

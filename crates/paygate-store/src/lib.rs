@@ -140,6 +140,22 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>, StoreError>;
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError>;
+
+    // ---- risk decisions ----
+    /// Keeps one decision (conflict if the id exists).
+    async fn insert_risk_decision(&self, decision: &RiskDecisionRecord) -> Result<(), StoreError>;
+    /// Decisions about one order or refund of a merchant, oldest first.
+    async fn risk_decisions(
+        &self,
+        mchid: &str,
+        reference: &str,
+    ) -> Result<Vec<RiskDecisionRecord>, StoreError>;
+    /// The newest decisions with `action` (the review queue), newest first, at most `limit`.
+    async fn risk_decisions_by_action(
+        &self,
+        action: &str,
+        limit: u32,
+    ) -> Result<Vec<RiskDecisionRecord>, StoreError>;
     /// Per channel, the total of the orders whose attempt on that channel was created at or
     /// after `since` and is PREPAID or PAID, by channel id: the channel's volume for a daily
     /// cap, counted across every node. (Added for routing.)

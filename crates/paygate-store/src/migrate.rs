@@ -21,6 +21,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "attempts_created_idx",
         sql: include_str!("../migrations/sqlite/0002_attempts_created_idx.sql"),
     },
+    Migration {
+        version: 3,
+        name: "risk_decisions",
+        sql: include_str!("../migrations/sqlite/0003_risk_decisions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -33,6 +38,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "attempts_created_idx",
         sql: include_str!("../migrations/postgres/0002_attempts_created_idx.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "risk_decisions",
+        sql: include_str!("../migrations/postgres/0003_risk_decisions.sql"),
     },
 ];
 

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::codec::{
     self, ATTEMPT_COLS, CERT_COLS, Cols, DELIVERY_COLS, MERCHANT_COLS, NOTIFICATION_COLS,
-    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, opt_ms, unix_ms,
+    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, RISK_COLS, opt_ms, unix_ms,
 };
 use crate::{
     AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
@@ -802,6 +802,59 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         decode_all(&rows, order_and_attempt)
+    }
+
+    async fn insert_risk_decision(&self, d: &crate::RiskDecisionRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO risk_decisions (id, mchid, kind, reference, transaction_id, action, score, fired_json, rules_version, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&d.id)
+        .bind(&d.mchid)
+        .bind(&d.kind)
+        .bind(&d.reference)
+        .bind(&d.transaction_id)
+        .bind(&d.action)
+        .bind(d.score)
+        .bind(&d.fired_json)
+        .bind(d.rules_version)
+        .bind(unix_ms(d.at))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_err)
+    }
+
+    async fn risk_decisions(
+        &self,
+        mchid: &str,
+        reference: &str,
+    ) -> Result<Vec<crate::RiskDecisionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RISK_COLS} FROM risk_decisions WHERE mchid = $1 AND reference = $2 ORDER BY at, id"
+        ))
+        .bind(mchid)
+        .bind(reference)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::risk_decision)
+    }
+
+    async fn risk_decisions_by_action(
+        &self,
+        action: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::RiskDecisionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RISK_COLS} FROM risk_decisions WHERE action = $1 ORDER BY at DESC, id DESC LIMIT $2"
+        ))
+        .bind(action)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::risk_decision)
     }
 
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>> {

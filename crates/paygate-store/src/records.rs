@@ -354,3 +354,24 @@ pub struct ChannelVolume {
     pub channel_id: String,
     pub amount_fen: i64,
 }
+
+/// A risk decision kept for review and audit: what was decided about one prepay or refund,
+/// and which rules fired (JSON array of `{rule_id, score, tags}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskDecisionRecord {
+    pub id: String,
+    pub mchid: String,
+    /// `PREPAY` or `REFUND`.
+    pub kind: String,
+    /// out_trade_no (prepay) or out_refund_no (refund).
+    pub reference: String,
+    /// The order, when one was created (a denied prepay creates none).
+    pub transaction_id: Option<String>,
+    /// `ALLOW`, `REVIEW`, `CHALLENGE` or `DENY`.
+    pub action: String,
+    pub score: i64,
+    pub fired_json: String,
+    pub rules_version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}

@@ -62,6 +62,7 @@ contract!(
     one_failing_command_does_not_undo_the_others,
     corrupt_enum_string_is_reported_not_panicked,
     channel_volumes_sum_prepaid_and_paid_attempts_since_an_instant,
+    risk_decisions_are_kept_and_queried_by_reference_and_action,
 );
 
 fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
@@ -1251,4 +1252,68 @@ async fn channel_volumes_sum_prepaid_and_paid_attempts_since_an_instant(db: Db) 
         vec![volume("wx-backup", 250)]
     );
     assert!(s.channel_volumes(t(5)).await.unwrap().is_empty());
+}
+
+async fn risk_decisions_are_kept_and_queried_by_reference_and_action(db: Db) {
+    let s = db.open().await;
+    let decision =
+        |id: &str, reference: &str, action: &str, at: i64| paygate_store::RiskDecisionRecord {
+            id: id.into(),
+            mchid: "1900000109".into(),
+            kind: "PREPAY".into(),
+            reference: reference.into(),
+            transaction_id: (action != "DENY").then(|| format!("tx-{id}")),
+            action: action.into(),
+            score: 120,
+            fired_json: r#"[{"rule_id":"velocity.payer.1m","score":120,"tags":["velocity"]}]"#
+                .into(),
+            rules_version: 7,
+            at: t(at),
+        };
+    s.insert_risk_decision(&decision("d1", "OTN1", "REVIEW", 10))
+        .await
+        .unwrap();
+    s.insert_risk_decision(&decision("d2", "OTN2", "DENY", 20))
+        .await
+        .unwrap();
+    s.insert_risk_decision(&decision("d3", "OTN1", "DENY", 30))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        s.insert_risk_decision(&decision("d1", "OTN9", "ALLOW", 40))
+            .await
+    ));
+    let of_otn1 = s.risk_decisions("1900000109", "OTN1").await.unwrap();
+    assert_eq!(
+        of_otn1,
+        vec![
+            decision("d1", "OTN1", "REVIEW", 10),
+            decision("d3", "OTN1", "DENY", 30)
+        ]
+    );
+    assert!(
+        s.risk_decisions("1900000002", "OTN1")
+            .await
+            .unwrap()
+            .is_empty(),
+        "scoped by merchant"
+    );
+    let denied: Vec<String> = s
+        .risk_decisions_by_action("DENY", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(denied, vec!["d3", "d2"], "newest first");
+    assert_eq!(
+        s.risk_decisions_by_action("DENY", 1).await.unwrap().len(),
+        1
+    );
+    let mut bad = decision("d4", "OTN4", "MAYBE", 50);
+    bad.kind = "PREPAY".into();
+    assert!(
+        s.insert_risk_decision(&bad).await.is_err(),
+        "the action is checked by the schema"
+    );
 }

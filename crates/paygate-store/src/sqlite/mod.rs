@@ -437,6 +437,38 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_risk_decision(
+        &self,
+        decision: &crate::RiskDecisionRecord,
+    ) -> Result<(), StoreError> {
+        let decision = decision.clone();
+        self.threads
+            .write(move |c| ops::insert_risk_decision(c, &decision).map(Done::keep))
+            .await
+    }
+
+    async fn risk_decisions(
+        &self,
+        mchid: &str,
+        reference: &str,
+    ) -> Result<Vec<crate::RiskDecisionRecord>, StoreError> {
+        let (mchid, reference) = (mchid.to_string(), reference.to_string());
+        self.threads
+            .read(move |c| ops::risk_decisions(c, &mchid, &reference))
+            .await
+    }
+
+    async fn risk_decisions_by_action(
+        &self,
+        action: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::RiskDecisionRecord>, StoreError> {
+        let action = action.to_string();
+        self.threads
+            .read(move |c| ops::risk_decisions_by_action(c, &action, limit))
+            .await
+    }
+
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError> {
         let transaction_id = transaction_id.to_string();
         self.threads

@@ -10,7 +10,7 @@ use super::sqlite_err;
 use super::threads::Done;
 use crate::codec::{
     self, ATTEMPT_COLS, CERT_COLS, DELIVERY_COLS, MERCHANT_COLS, NOTIFICATION_COLS,
-    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, opt_ms, unix_ms,
+    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, RISK_COLS, opt_ms, unix_ms,
 };
 use crate::{
     AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
@@ -441,6 +441,57 @@ pub(super) fn attempts_to_poll(
             limit
         ],
         order_and_attempt,
+    )
+}
+
+pub(super) fn insert_risk_decision(conn: &Connection, d: &crate::RiskDecisionRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO risk_decisions (id, mchid, kind, reference, transaction_id, action, score, fired_json, rules_version, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            d.id,
+            d.mchid,
+            d.kind,
+            d.reference,
+            d.transaction_id,
+            d.action,
+            d.score,
+            d.fired_json,
+            d.rules_version,
+            unix_ms(d.at)
+        ],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn risk_decisions(
+    conn: &Connection,
+    mchid: &str,
+    reference: &str,
+) -> Result<Vec<crate::RiskDecisionRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {RISK_COLS} FROM risk_decisions WHERE mchid = ?1 AND reference = ?2 ORDER BY at, id"
+        ),
+        [mchid, reference],
+        |r| codec::risk_decision(r),
+    )
+}
+
+pub(super) fn risk_decisions_by_action(
+    conn: &Connection,
+    action: &str,
+    limit: u32,
+) -> Result<Vec<crate::RiskDecisionRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {RISK_COLS} FROM risk_decisions WHERE action = ?1 ORDER BY at DESC, id DESC LIMIT ?2"
+        ),
+        params![action, limit],
+        |r| codec::risk_decision(r),
     )
 }
 
