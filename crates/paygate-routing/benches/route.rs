@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     let rules: Vec<Rule> = (0..20)
         .map(|i| Rule {
             name: format!("r{i}"),
-            mchids: vec![format!("19000001{i:02}")],
+            mchids: vec![format!("18000001{i:02}")], // none is the request's merchant
             only: vec!["ch1".into()],
             ..Rule::default()
         })

@@ -9,7 +9,8 @@
 //! stopping.
 //!
 //! `PAYGATE_ROUTING_SCENARIO_PREPAYS` sets the count (default 20,000); the run is paced to
-//! last at least `RUN_S` seconds so the recovery is observed whatever the count.
+//! last at least `RUN_S` seconds so the recovery is observed whatever the count. It runs on
+//! SQLite only: the store is not what it measures (tests/routing.rs covers PostgreSQL).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod routing_support;
