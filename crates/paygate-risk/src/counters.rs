@@ -295,6 +295,12 @@ impl<T: Touched + Default> Shards<T> {
         let slot = match shard.index.get(&key) {
             Some(slot) => *slot as usize,
             None => {
+                if shard.entries.capacity() == 0 {
+                    // The whole shard at once: no reallocation (and no copy of every entry) in
+                    // the middle of a request later. Untouched pages cost no resident memory.
+                    shard.entries.reserve_exact(self.per_shard_max);
+                    shard.index.reserve(self.per_shard_max);
+                }
                 if shard.entries.len() >= self.per_shard_max {
                     evict_one(shard);
                 }
@@ -321,14 +327,14 @@ impl<T: Touched + Default> Shards<T> {
         self.per_shard_max * SHARDS
     }
 
-    /// The most memory this map can hold: per entry the value, its key, and the index slot
-    /// (a `hashbrown` slot of key + u32 plus one control byte, at a load factor of at most
-    /// 7/8, counted as 16 bytes ÷ 7/8 + 1 ≈ 20 bytes), plus the vector's spare capacity when
-    /// it doubled (at most 2×). Both the vector and the index are allocated lazily.
+    /// The most memory this map can take: per entry the value and its key, plus its index
+    /// slot (a `hashbrown` bucket of key + u32 and a control byte, with buckets a power of two
+    /// at most 8/7 of the entries: at most 2 × 8/7 × 17 < 40 bytes per entry). A shard
+    /// reserves its capacity on first use; pages never written stay unbacked.
     pub fn memory_bound_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(u64, T)>();
-        let index_slot = 20;
-        self.entries_max() * (2 * entry + 2 * index_slot)
+        let index_slot = 40;
+        self.entries_max() * (entry + index_slot)
     }
 }
 

@@ -91,13 +91,13 @@ catalogue! {
     PayerSum24h = "payer_sum_24h": Int, model; "payer prepay amounts, last 24 h, fen"
     PayerSum7d = "payer_sum_7d": Int, model; "payer prepay amounts, last 7 d, fen"
     PayerSum30d = "payer_sum_30d": Int, model; "payer prepay amounts, last 30 d, fen"
-    PayerDevices24h = "payer_devices_24h": Int, model; "distinct devices of the payer, 24 h (saturates at 8)"
-    PayerDevices30d = "payer_devices_30d": Int, model; "distinct devices of the payer, 30 d (saturates at 8)"
+    PayerDevices24h = "payer_devices_24h": Int, model; "distinct device_ids of the payer, 24 h (saturates at 8)"
+    PayerDevices30d = "payer_devices_30d": Int, model; "distinct device_ids of the payer, 30 d (saturates at 8)"
     PayerIps1h = "payer_ips_1h": Int, model; "distinct IPs of the payer, 1 h (saturates at 8)"
     PayerIps24h = "payer_ips_24h": Int, model; "distinct IPs of the payer, 24 h (saturates at 8)"
     PayerMerchants1h = "payer_merchants_1h": Int, model; "distinct merchants of the payer, 1 h (saturates at 8)"
     PayerMerchants24h = "payer_merchants_24h": Int, model; "distinct merchants of the payer, 24 h (saturates at 8)"
-    PayerDeviceNew = "payer_device_new": Bool, model; "a known payer on a device it has not used"
+    PayerDeviceNew = "payer_device_new": Bool, model; "a payer with device_id history on a device_id it has not used"
     PayerIpNew = "payer_ip_new": Bool, model; "a known payer from an IP it has not used"
     PayerAmountN = "payer_amount_n": Int, model; "amounts in the payer's running mean"
     PayerAmountMeanFen = "payer_amount_mean_fen": Int, model; "payer's mean prepay amount, fen"
@@ -291,6 +291,34 @@ impl<'e> Features<'e> {
         })
     }
 
+    pub(crate) fn int_at(&self, i: usize) -> Option<i64> {
+        match self.slots.get(i) {
+            Some(Slot::Int(v)) => Some(*v.inner()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn float_at(&self, i: usize) -> Option<f64> {
+        match self.slots.get(i) {
+            Some(Slot::Float(v)) => Some(*v.inner()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn flag_at(&self, i: usize) -> Option<bool> {
+        match self.slots.get(i) {
+            Some(Slot::Bool(v)) => Some(*v.inner()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn str_at(&self, i: usize) -> Option<&str> {
+        match self.slots.get(i) {
+            Some(Slot::Str(v)) => Some(v.inner()),
+            _ => None,
+        }
+    }
+
     /// A feature as a number: ints and floats as they are, flags as 0/1, strings as NaN.
     pub fn number(&self, f: F) -> f64 {
         self.number_at(f as usize)
@@ -347,7 +375,9 @@ impl<'e> Features<'e> {
     }
 }
 
-/// Caps on the entities the engine remembers; see [`FeatureStore::memory_bound_bytes`].
+/// Caps on the entities the engine remembers; see [`FeatureStore::memory_bound_bytes`]. The
+/// defaults bound the counters to about 1.3 GB; a full entity map evicts its least recently
+/// seen entries (sampled), which then start again from zero if they come back.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct MemoryConfig {
@@ -364,14 +394,14 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            payers_max: 1_000_000,
-            devices_max: 1_000_000,
-            ips_max: 500_000,
-            subnets_max: 200_000,
-            merchants_max: 100_000,
-            payer_merchants_max: 1_000_000,
+            payers_max: 600_000,
+            devices_max: 600_000,
+            ips_max: 300_000,
+            subnets_max: 100_000,
+            merchants_max: 50_000,
+            payer_merchants_max: 600_000,
             payer_refunds_max: 100_000,
-            merchant_refunds_max: 50_000,
+            merchant_refunds_max: 20_000,
         }
     }
 }
@@ -670,7 +700,7 @@ impl FeatureStore {
         let (device, fp_source) = self.keyer.fingerprint(e);
         let keys = self.keyer.keys(e, device);
         self.order_features(&mut f, e, now);
-        self.payer_features(&mut f, e, &keys, now);
+        self.payer_features(&mut f, e, &keys, now, fp_source);
         self.device_features(&mut f, &keys, now, device, fp_source);
         self.ip_features(&mut f, e, &keys, now);
         self.merchant_features(&mut f, e, &keys, now);
@@ -728,11 +758,23 @@ impl FeatureStore {
         f.set_int(F::OrderAgeS, order_age);
     }
 
-    fn payer_features<'e>(&self, f: &mut Features<'e>, e: &'e RiskEvent, k: &Keys, now: u32) {
+    fn payer_features<'e>(
+        &self,
+        f: &mut Features<'e>,
+        e: &'e RiskEvent,
+        k: &Keys,
+        now: u32,
+        source: FingerprintSource,
+    ) {
         f.set_bool(F::HasPayer, k.payer.is_some());
         f.set_str(F::Payer, opt_str(&e.payer_key));
         let ip = k.ip.map(short);
-        let device = k.device.map(short);
+        // Only merchant-sent device ids are stable enough for the payer → device graph: a
+        // header fingerprint changes whenever a phone changes networks.
+        let device = k
+            .device
+            .filter(|_| source == FingerprintSource::DeviceId)
+            .map(short);
         let known = k.payer.and_then(|key| {
             self.payers.read(key, |p| {
                 let w = p.vel.read(now);
@@ -956,11 +998,12 @@ impl FeatureStore {
     /// normal amounts.
     pub fn record(&self, e: &RiskEvent, denied: bool) {
         let now = unix_s(e.at);
-        let (device, _) = self.keyer.fingerprint(e);
+        let (device, source) = self.keyer.fingerprint(e);
         let k = self.keyer.keys(e, device);
         let amount = e.amount_fen;
         let payer_s = k.payer.map(short);
         let device_s = k.device.map(short);
+        let stable_device_s = device_s.filter(|_| source == FingerprintSource::DeviceId);
         let ip_s = k.ip.map(short);
         let mch_s = Some(short(k.merchant));
         if e.kind == EventKind::Refund {
@@ -974,7 +1017,7 @@ impl FeatureStore {
         }
         if let Some(key) = k.payer {
             self.payers.update(key, |p| {
-                p.touch(now, amount, [device_s, ip_s, mch_s], denied);
+                p.touch(now, amount, [stable_device_s, ip_s, mch_s], denied);
             });
         }
         if let Some(key) = k.device {

@@ -30,6 +30,7 @@
 pub mod counters;
 pub mod engine;
 pub mod event;
+mod fast;
 pub mod features;
 pub mod lists;
 pub mod model;

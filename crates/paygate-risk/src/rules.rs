@@ -19,6 +19,7 @@ use cel::{Context, Program, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventKind, RiskEvent};
+use crate::fast::{self, Fast};
 use crate::features::{Features, feature_index};
 
 /// The three layers of the library.
@@ -142,6 +143,7 @@ struct CompiledRule {
     tags: Vec<String>,
     trigger: Option<usize>,
     program: Program,
+    fast: Option<Fast>,
     trade_types: Vec<String>,
     industries: Vec<String>,
 }
@@ -160,7 +162,7 @@ struct KindIndex {
 pub struct CompiledRuleSet {
     version: u64,
     rules: Vec<CompiledRule>,
-    triggers: Vec<Program>,
+    triggers: Vec<(Program, Option<Fast>)>,
     index: [KindIndex; 2],
     root: Context<'static, 'static>,
     sources: Vec<RuleSource>,
@@ -195,7 +197,7 @@ pub fn compile_rules(sources: &[RuleSource], version: u64) -> Result<CompiledRul
     let root = Context::default();
     let mut seen = HashSet::new();
     let mut rules = Vec::with_capacity(sources.len());
-    let mut triggers: Vec<Program> = Vec::new();
+    let mut triggers: Vec<(Program, Option<Fast>)> = Vec::new();
     let mut trigger_ids: HashMap<String, usize> = HashMap::new();
     let probe_event = probe_event();
     let probe = Features::probe(&probe_event);
@@ -214,13 +216,15 @@ pub fn compile_rules(sources: &[RuleSource], version: u64) -> Result<CompiledRul
                 Some(i) => Some(*i),
                 None => {
                     let p = compile_part(&s.id, "trigger", &key, &root, &probe)?;
-                    triggers.push(p);
+                    let f = fast::compile(p.expression());
+                    triggers.push((p, f));
                     trigger_ids.insert(key, triggers.len() - 1);
                     Some(triggers.len() - 1)
                 }
             }
         };
         let program = compile_part(&s.id, "expression", &s.expression, &root, &probe)?;
+        let fast = fast::compile(program.expression());
         rules.push(CompiledRule {
             id: s.id.clone(),
             layer: s.layer,
@@ -228,6 +232,7 @@ pub fn compile_rules(sources: &[RuleSource], version: u64) -> Result<CompiledRul
             tags: s.tags.clone(),
             trigger,
             program,
+            fast,
             trade_types: s.scope.trade_types.clone(),
             industries: s.scope.industries.clone(),
         });
@@ -349,6 +354,19 @@ fn eval_bool(
     eval_in(program, &scope)
 }
 
+/// The native form when it can decide, CEL otherwise.
+fn eval_rule(
+    program: &Program,
+    fast: Option<&Fast>,
+    features: &Features<'_>,
+    scope: &Context<'_, '_>,
+) -> Result<bool, EvalFailure> {
+    match fast.and_then(|f| f.eval(features)) {
+        Some(b) => Ok(b),
+        None => eval_in(program, scope),
+    }
+}
+
 fn eval_in(program: &Program, scope: &Context<'_, '_>) -> Result<bool, EvalFailure> {
     match Value::resolve_val(program.expression(), scope) {
         Ok(v) => match v.downcast_ref::<CelBool>() {
@@ -419,10 +437,9 @@ impl CompiledRuleSet {
                 let hit = match trigger_cache.get(t).copied().flatten() {
                     Some(hit) => hit,
                     None => {
-                        let hit = self
-                            .triggers
-                            .get(t)
-                            .is_some_and(|p| eval_in(p, &scope).unwrap_or(false));
+                        let hit = self.triggers.get(t).is_some_and(|(p, f)| {
+                            eval_rule(p, f.as_ref(), features, &scope).unwrap_or(false)
+                        });
                         if let Some(slot) = trigger_cache.get_mut(t) {
                             *slot = Some(hit);
                         }
@@ -433,7 +450,7 @@ impl CompiledRuleSet {
                     continue;
                 }
             }
-            match eval_in(&rule.program, &scope) {
+            match eval_rule(&rule.program, rule.fast.as_ref(), features, &scope) {
                 Ok(true) => {
                     out.score = out.score.saturating_add(rule.score);
                     out.fired.push(Fired {
@@ -455,6 +472,45 @@ impl CompiledRuleSet {
             }
         }
         out
+    }
+}
+
+impl CompiledRuleSet {
+    /// How many rule expressions and triggers run natively rather than through CEL.
+    pub fn native_counts(&self) -> (usize, usize) {
+        (
+            self.rules.iter().filter(|r| r.fast.is_some()).count(),
+            self.triggers.iter().filter(|(_, f)| f.is_some()).count(),
+        )
+    }
+
+    /// Evaluates every native form on `features` both ways; panics on a disagreement.
+    /// Returns the number of comparisons. Tests only.
+    #[cfg(test)]
+    pub(crate) fn compare_fast_with_cel(&self, features: &Features<'_>) -> usize {
+        let resolver = FeatureResolver { features };
+        let mut scope = narrow(&self.root).new_inner_scope();
+        scope.set_variable_resolver(&resolver);
+        let mut n = 0;
+        let forms = self
+            .rules
+            .iter()
+            .map(|r| (r.id.as_str(), &r.program, r.fast.as_ref()))
+            .chain(
+                self.triggers
+                    .iter()
+                    .map(|(p, f)| ("trigger", p, f.as_ref())),
+            );
+        for (id, program, fast) in forms {
+            let Some(fast) = fast else { continue };
+            let Some(native) = fast.eval(features) else {
+                continue;
+            };
+            let cel = eval_in(program, &scope).ok();
+            assert_eq!(Some(native), cel, "{id}: native and CEL disagree");
+            n += 1;
+        }
+        n
     }
 }
 
@@ -609,6 +665,88 @@ mod tests {
             compile_rules(&dup, 1),
             Err(RuleError::DuplicateId(_))
         ));
+    }
+
+    #[test]
+    fn only_rules_in_scope_are_looked_at() {
+        let scoped = |id: &str, scope: Scope| RuleSource {
+            scope,
+            ..rule(id, "", "true")
+        };
+        let set = compile_rules(
+            &[
+                scoped("any", Scope::default()),
+                scoped(
+                    "other-merchant",
+                    Scope {
+                        merchants: vec!["1900000002".into()],
+                        ..Scope::default()
+                    },
+                ),
+                scoped(
+                    "this-merchant-games",
+                    Scope {
+                        merchants: vec!["1900000001".into()],
+                        industries: vec!["games".into()],
+                        ..Scope::default()
+                    },
+                ),
+                scoped(
+                    "retail",
+                    Scope {
+                        industries: vec!["retail".into()],
+                        ..Scope::default()
+                    },
+                ),
+                scoped(
+                    "refunds",
+                    Scope {
+                        kinds: vec![EventKind::Refund],
+                        ..Scope::default()
+                    },
+                ),
+                scoped(
+                    "native",
+                    Scope {
+                        trade_types: vec!["NATIVE".into()],
+                        ..Scope::default()
+                    },
+                ),
+            ],
+            1,
+        )
+        .unwrap();
+        let mut e = probe_event();
+        e.mchid = "1900000001".into();
+        e.merchant_industry = Some("retail".into());
+        let f = Features::probe(&e);
+        let out = set.evaluate(&e, &f);
+        let ids: Vec<&str> = out.fired.iter().map(|f| f.rule_id.as_str()).collect();
+        assert_eq!(ids, ["any", "retail"]);
+        // The other merchant's and the refund rules were never looked at (index), the games
+        // and NATIVE ones were looked at and skipped before any CEL ran.
+        assert_eq!(out.considered, 2);
+        assert_eq!(set.index[0].general.len(), 2);
+    }
+
+    #[test]
+    fn a_runtime_error_counts_as_not_fired_and_evaluation_goes_on() {
+        let set = compile_rules(
+            &[
+                rule("overflow", "", "amount_fen * 9223372036854775807 > 0"),
+                rule("after", "", "true"),
+            ],
+            1,
+        )
+        .unwrap();
+        let mut e = probe_event();
+        e.amount_fen = 2;
+        let f = Features::probe(&e);
+        let out = set.evaluate(&e, &f);
+        assert_eq!(out.fired.len(), 1);
+        assert_eq!(out.fired[0].rule_id, "after");
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].rule_id, "overflow");
     }
 
     #[test]

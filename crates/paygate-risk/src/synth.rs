@@ -225,11 +225,21 @@ fn ip(prefix: [u8; 3], last: u8) -> Ipv4Addr {
 
 impl Gen {
     fn random_prefix(&mut self) -> [u8; 3] {
-        [
-            self.rng.range(36, 223) as u8,
-            self.rng.range(0, 255) as u8,
-            self.rng.range(0, 255) as u8,
-        ]
+        loop {
+            let p = [
+                self.rng.range(36, 223) as u8,
+                self.rng.range(0, 255) as u8,
+                self.rng.range(0, 255) as u8,
+            ];
+            // Public addresses only: loopback and private ranges are not what payers have.
+            let private = p[0] == 127
+                || (p[0] == 192 && p[1] == 168)
+                || (p[0] == 172 && (16..32).contains(&p[1]))
+                || (p[0] == 100 && (64..128).contains(&p[1]));
+            if !private {
+                return p;
+            }
+        }
     }
 
     fn push(&mut self, event: RiskEvent, scenario: Scenario) {
