@@ -48,25 +48,26 @@ impl Ring {
 
     /// Count and sum of the buckets `(bucket - BUCKETS, bucket]`, without changing the ring.
     fn read(&self, bucket: u32) -> (i64, i64) {
-        let mut count = 0i64;
-        let mut sum = 0i64;
         // The slots hold buckets (head - BUCKETS, head]; only those also in the asked window count.
         let newest = bucket.min(self.head);
-        let oldest_wanted = bucket.saturating_sub(BUCKETS as u32 - 1);
-        let oldest_held = self.head.saturating_sub(BUCKETS as u32 - 1);
-        let oldest = oldest_wanted.max(oldest_held);
-        if self.head == 0 && self.count.iter().all(|c| *c == 0) {
+        let oldest = bucket
+            .saturating_sub(BUCKETS as u32 - 1)
+            .max(self.head.saturating_sub(BUCKETS as u32 - 1));
+        if newest < oldest {
             return (0, 0);
         }
-        let mut b = newest;
-        while b >= oldest {
-            let slot = b as usize % BUCKETS;
+        let n = (newest - oldest + 1) as usize;
+        // One division, then walk the slots with a wrap (this is the hottest loop of a decision).
+        let mut slot = oldest as usize % BUCKETS;
+        let mut count = 0i64;
+        let mut sum = 0i64;
+        for _ in 0..n {
             count += i64::from(self.count[slot]);
             sum = sum.saturating_add(self.sum_fen[slot]);
-            if b == 0 {
-                break;
+            slot += 1;
+            if slot == BUCKETS {
+                slot = 0;
             }
-            b -= 1;
         }
         (count, sum)
     }
