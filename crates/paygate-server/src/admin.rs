@@ -33,6 +33,8 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/admin/v1/orders/{transaction_id}", get(order))
         .route("/admin/v1/notifications/{id}", get(notification))
+        .route("/admin/v1/risk/decisions", get(risk_queue))
+        .route("/admin/v1/risk/decisions/{mchid}/{reference}", get(risk_of))
         .route("/admin/v1/notifications/{id}/resend", post(resend))
         .route("/admin/v1/channels", get(channels))
         .route("/admin/v1/channels/metrics", get(channel_metrics))
@@ -318,4 +320,46 @@ async fn change_channel(
     }
     tracing::info!(channel = %id, enabled = ?req.enabled, weight = ?req.weight, reset_breaker = req.reset_breaker, "channel changed by an operator");
     channels(State(app), Some(Path(id))).await
+}
+
+#[derive(Deserialize)]
+struct RiskQueueQuery {
+    #[serde(default = "review")]
+    action: String,
+    #[serde(default = "fifty")]
+    limit: u32,
+}
+
+fn review() -> String {
+    "REVIEW".into()
+}
+
+fn fifty() -> u32 {
+    50
+}
+
+/// The review queue (or the newest DENY / CHALLENGE decisions): `?action=REVIEW&limit=50`.
+async fn risk_queue(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<RiskQueueQuery>,
+) -> ApiResult {
+    let decisions = app
+        .store
+        .risk_decisions_by_action(&q.action, q.limit.min(1000))
+        .await
+        .map_err(internal)?;
+    ok_json(&decisions)
+}
+
+/// Every kept decision about one order (by out_trade_no) of a merchant.
+async fn risk_of(
+    State(app): State<Arc<AppState>>,
+    Path((mchid, reference)): Path<(String, String)>,
+) -> ApiResult {
+    ok_json(
+        &app.store
+            .risk_decisions(&mchid, &reference)
+            .await
+            .map_err(internal)?,
+    )
 }

@@ -24,6 +24,7 @@ pub struct Config {
     /// How prepays are routed across the channels, retried and failed over.
     pub routing: RoutingConfig,
     pub workers: WorkerConfig,
+    pub risk: RiskSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -233,6 +234,31 @@ fn default_channel_timeout_ms() -> u64 {
     10_000
 }
 
+/// The real-time risk engine on the payment path.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskSettings {
+    pub enabled: bool,
+    /// Keys the payer hash (HMAC of the openid); set one per deployment and keep it.
+    pub payer_key_secret: Option<String>,
+    /// A directory of rule files replacing the bundled library.
+    pub rules_dir: Option<PathBuf>,
+    /// Whether the model layer's score alone may refuse a payment. Off by default: a model
+    /// trained on a synthetic stream flags (REVIEW); rules, lists and devices refuse.
+    pub model_may_deny: bool,
+}
+
+impl Default for RiskSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            payer_key_secret: None,
+            rules_dir: None,
+            model_may_deny: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
@@ -273,6 +299,7 @@ impl Default for Config {
             channels: Vec::new(),
             routing: RoutingConfig::default(),
             workers: WorkerConfig::default(),
+            risk: RiskSettings::default(),
         }
     }
 }

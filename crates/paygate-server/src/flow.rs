@@ -255,6 +255,10 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
     {
         return prepay_existing(app, &call.merchant, existing, &fingerprint, started).await;
     }
+    // Risk control decides on a new order, before anything reaches a channel (a blocked
+    // payment answers 403 RULE_LIMIT here); re-submissions were decided when created.
+    let decision =
+        crate::risk::assess_prepay(app, &call.merchant, call.trade, &call.request).await?;
     let t = now();
     let time_expire = match call.request.time_expire_at()? {
         // §8: less than a minute away is moved to now + 1 min; default validity 7 days.
@@ -296,7 +300,19 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         .await
         .map_err(store_err)?
     {
-        CreateOrder::Created => drive(app, &call.merchant, &order, attempt, started).await,
+        CreateOrder::Created => {
+            if let Some(decision) = &decision {
+                crate::risk::keep(
+                    app,
+                    &call.merchant,
+                    &out_trade_no,
+                    Some(order.transaction_id.clone()),
+                    decision,
+                )
+                .await;
+            }
+            drive(app, &call.merchant, &order, attempt, started).await
+        }
         CreateOrder::Exists(existing) => {
             prepay_existing(app, &call.merchant, existing, &order.fingerprint, started).await
         }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub time_scale: u32,
     pub metrics: crate::metrics::Metrics,
+    /// The risk engine, unless disabled by configuration.
+    pub risk: Option<Arc<paygate_risk::RiskEngine>>,
 }
 
 impl AppState {

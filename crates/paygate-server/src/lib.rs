@@ -18,6 +18,7 @@ pub mod keys;
 pub mod merchant_api;
 pub mod merchants;
 pub mod metrics;
+pub mod risk;
 pub mod routing;
 pub mod sandbox;
 pub mod tls;
@@ -58,6 +59,8 @@ pub enum StartError {
     Tls(String),
     #[error("sandbox simulator: {0}")]
     Sandbox(String),
+    #[error("{0}")]
+    Risk(#[from] risk::RiskSetupError),
 }
 
 pub struct RunningGateway {
@@ -182,6 +185,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let state = Arc::new(AppState {
         time_scale: config.sandbox.time_scale.max(1),
         metrics: Default::default(),
+        risk: risk::engine(&config.risk)?,
         store,
         keys,
         merchants: Default::default(),

@@ -844,3 +844,95 @@ async fn metrics_count_requests_by_endpoint_and_code_and_deliveries() {
     );
     gw.finish().await;
 }
+
+#[tokio::test]
+async fn risk_control_denies_a_blocked_payer_before_any_channel_order_and_keeps_the_decision() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let engine = gw
+            .gw
+            .state
+            .risk
+            .clone()
+            .expect("risk control is on by default");
+        let blocked_openid = "oBlockedPayer000000000000000";
+        engine.set_lists(paygate_risk::Lists::new(vec![paygate_risk::ListEntry {
+            kind: paygate_risk::ListKind::Block,
+            entity: paygate_risk::ListEntity::Payer,
+            value: engine.payer_key(blocked_openid),
+            expires_at: None,
+            reason: "test chargeback".into(),
+        }]));
+        let no = out_no("RISK");
+        let mut body = gw.native(&no, 100, "https://e.com/n");
+        body["payer"] = json!({"openid": blocked_openid});
+        match gw
+            .client
+            .post_json::<_, Value>("/v3/pay/transactions/jsapi", &body)
+            .await
+            .unwrap_err()
+        {
+            ClientError::Api { status, code, .. } => {
+                assert_eq!((status, code.as_str()), (403, "RULE_LIMIT"))
+            }
+            e => panic!("{e}"),
+        }
+        assert!(
+            gw.gw
+                .state
+                .store
+                .get_order(gw.mchid(), &no)
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing created"
+        );
+        let (status, kept) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("risk/decisions/{}/{no}", gw.mchid()),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(kept[0]["action"], "DENY");
+        assert!(
+            kept[0]["fired_json"]
+                .as_str()
+                .unwrap()
+                .contains("LIST-BLOCK-PAYER")
+        );
+        let (_, queue) = gw
+            .admin(reqwest::Method::GET, "risk/decisions?action=DENY")
+            .await;
+        assert_eq!(queue.as_array().unwrap().len(), 1);
+        // Another payer goes through.
+        let ok = out_no("RISK");
+        let mut body = gw.native(&ok, 100, "https://e.com/n");
+        body["payer"] = json!({"openid": "oHonestPayer0000000000000000"});
+        let r: Result<Value, _> = gw
+            .client
+            .post_json("/v3/pay/transactions/jsapi", &body)
+            .await;
+        let (_, why) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("risk/decisions/{}/{ok}", gw.mchid()),
+            )
+            .await;
+        assert!(r.is_ok(), "refused: {why}");
+        let metrics = gw
+            .http
+            .get(format!("{}metrics", gw.gw.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("paygate_risk_decisions_total{action=\"DENY\"} 1"),
+            "{metrics}"
+        );
+        gw.finish().await;
+    }
+}
