@@ -87,6 +87,8 @@ coded_enum! {
         PendingTransferHasNoTimeout => "pending_transfer_has_no_timeout",
         #[error("the pending transfer's timeout has not passed yet")]
         PendingTransferNotExpired => "pending_transfer_not_expired",
+        #[error("the accounts' pending counters are below the pending amount: edited rows")]
+        PendingBalanceMismatch => "pending_balance_mismatch",
         #[error("the debit account's debits would exceed its credits")]
         ExceedsCredits => "exceeds_credits",
         #[error("the credit account's credits would exceed its debits")]

@@ -660,15 +660,18 @@ impl LedgerState {
                 }
             }
             TransferKind::PostPending | TransferKind::VoidPending | TransferKind::ExpirePending => {
-                let (status, deadline) = self.check_resolution(t, now_ms)?;
+                let (status, deadline, pending_amount) = self.check_resolution(t, now_ms)?;
                 let (mut d, mut c) = (debit.balances, credit.balances);
-                let pending_amount = self
-                    .transfers
-                    .get(&t.pending_id.unwrap_or(t.id))
-                    .map_or(0, |p| p.transfer.amount);
-                // The pending amount was added to these counters when it was created.
-                d.debits_pending = d.debits_pending.saturating_sub(pending_amount);
-                c.credits_pending = c.credits_pending.saturating_sub(pending_amount);
+                // The pending amount was added to these counters when it was created; if they
+                // hold less, the rows were edited: refuse rather than clamp.
+                d.debits_pending = d
+                    .debits_pending
+                    .checked_sub(pending_amount)
+                    .ok_or(TransferError::PendingBalanceMismatch)?;
+                c.credits_pending = c
+                    .credits_pending
+                    .checked_sub(pending_amount)
+                    .ok_or(TransferError::PendingBalanceMismatch)?;
                 if status == PendingStatus::Posted {
                     d.debits_posted = add(
                         d.debits_posted,
@@ -710,12 +713,12 @@ impl LedgerState {
     }
 
     /// Checks a post/void/expire against its pending transfer; returns the pending's new
-    /// status and its deadline (to drop from the expiry index).
+    /// status, its deadline (to drop from the expiry index) and its amount (to release).
     fn check_resolution(
         &self,
         t: &Transfer,
         now_ms: u64,
-    ) -> Result<(PendingStatus, Option<u64>), TransferError> {
+    ) -> Result<(PendingStatus, Option<u64>, u64), TransferError> {
         use TransferError as E;
         let pid = t.pending_id.ok_or(E::PendingIdMustNotBeZero)?;
         let p = self.transfers.get(&pid).ok_or(E::PendingTransferNotFound)?;
@@ -754,7 +757,7 @@ impl LedgerState {
             _ if !due => return Err(E::PendingTransferNotExpired),
             _ => PendingStatus::Expired,
         };
-        Ok((status, deadline))
+        Ok((status, deadline, p.transfer.amount))
     }
 
     fn write_balances(&mut self, id: AccountId, balances: Balances, undo: &mut Vec<Undo>) {
@@ -977,13 +980,14 @@ impl LedgerState {
         })
     }
 
-    /// Test and audit hook: overwrite an account's balances without a transfer, to prove that
-    /// [`LedgerState::check_invariants`] catches an edited row.
-    #[doc(hidden)]
-    pub fn tamper_balances(&mut self, id: AccountId, balances: Balances) {
-        if let Some(a) = self.accounts.get_mut(&id) {
-            a.balances = balances;
-        }
+    /// Every transfer record, in no particular order (sort by the journal index to replay).
+    pub fn transfers(&self) -> impl Iterator<Item = &TransferRecord> {
+        self.transfers.values()
+    }
+
+    /// Every pending transfer's status.
+    pub fn pending_statuses(&self) -> impl Iterator<Item = (TransferId, PendingStatus)> + '_ {
+        self.pending.iter().map(|(id, s)| (*id, *s))
     }
 }
 
