@@ -261,6 +261,11 @@ mod tests {
         let d = router.decide(&req(later), &mut rng).unwrap();
         assert!(d.probe && d.channel == 0, "{}", d.reason);
         assert!(d.reason.starts_with("probe→A"), "{}", d.reason);
+        assert!(
+            !d.reason.contains("A="),
+            "the probed channel is not listed as out: {}",
+            d.reason
+        );
         for _ in 0..50 {
             assert_ne!(
                 router.decide(&req(later + 10), &mut rng).unwrap().channel,

@@ -295,17 +295,17 @@ impl Router {
             .iter()
             .find(|r| r.matches(req.mchid, req.trade, req.amount_fen, req.now_ms));
         let mut reason = String::with_capacity(160);
-        let mut mask = self.all & !req.tried;
-        if let Some(rule) = rule {
-            mask &= rule.allowed;
-        }
-        let (mut eligible, mut probes) = self.eligible(req, mask);
+        // Each channel is judged once; the rule's mask and the explanation reuse the verdicts.
+        let verdicts = self.verdicts(req);
+        let mut mask = rule.map_or(self.all, |r| r.allowed);
+        let (mut eligible, mut probes) = masks(&verdicts, mask);
         let mut split = rule.map(|r| r.split.as_slice()).unwrap_or_default();
         if let Some(rule) = rule {
             let _ = write!(reason, "rule={} ", rule.name);
             if eligible | probes == 0 && rule.fallback {
                 reason.push_str("(none eligible: fallback) ");
-                (eligible, probes) = self.eligible(req, self.all & !req.tried);
+                mask = self.all;
+                (eligible, probes) = masks(&verdicts, mask);
                 split = &[];
             }
         }
@@ -335,7 +335,7 @@ impl Router {
         } else {
             Some(self.pick_score(req, eligible, rng, &mut reason))
         };
-        self.explain_ineligible(req, mask, rule, &mut reason);
+        self.explain_ineligible(&verdicts, mask, &mut reason);
         truncate(&mut reason);
         let Some(channel) = chosen else {
             return Err(NoRoute { reason });
@@ -350,17 +350,18 @@ impl Router {
         })
     }
 
-    /// Eligible channels within `mask`, and those whose half-open breaker wants a probe.
-    fn eligible(&self, req: &RouteRequest<'_>, mask: u64) -> (u64, u64) {
-        let (mut eligible, mut probes) = (0u64, 0u64);
-        for i in bits(mask) {
-            match self.check(i, req) {
-                Ok(Admission::Pass) => eligible |= 1 << i,
-                Ok(Admission::Probe) => probes |= 1 << i,
-                _ => {}
-            }
+    /// What each channel may do for `req` (pass, or probe a half-open breaker), or why it is
+    /// out. Entries past the router's channels stay `Disabled` and are never read.
+    fn verdicts(&self, req: &RouteRequest<'_>) -> [Verdict; CHANNELS_MAX] {
+        let mut verdicts = [Err(Ineligible::Disabled); CHANNELS_MAX];
+        for (i, v) in verdicts.iter_mut().enumerate().take(self.channels.len()) {
+            *v = if req.tried & (1 << i) != 0 {
+                Err(Ineligible::Tried)
+            } else {
+                self.check(i, req)
+            };
         }
-        (eligible, probes)
+        verdicts
     }
 
     fn check(&self, i: usize, req: &RouteRequest<'_>) -> Result<Admission, Ineligible> {
@@ -473,21 +474,14 @@ impl Router {
         self.pick_split(&split, eligible, rng, reason)
     }
 
-    fn explain_ineligible(
-        &self,
-        req: &RouteRequest<'_>,
-        mask: u64,
-        rule: Option<&CompiledRule>,
-        reason: &mut String,
-    ) {
+    fn explain_ineligible(&self, verdicts: &[Verdict], mask: u64, reason: &mut String) {
         let mut first = true;
-        for i in bits(self.all) {
-            let why = if req.tried & (1 << i) != 0 {
-                Some(Ineligible::Tried)
-            } else if mask & (1 << i) == 0 && rule.is_some() {
-                Some(Ineligible::Rule)
-            } else {
-                self.check(i, req).err()
+        for (i, verdict) in verdicts.iter().enumerate().take(self.channels.len()) {
+            let why = match verdict {
+                Err(Ineligible::Tried) => Some(Ineligible::Tried),
+                _ if mask & (1 << i) == 0 => Some(Ineligible::Rule),
+                Err(e) => Some(*e),
+                Ok(_) => None,
             };
             if let Some(why) = why {
                 reason.push_str(if first { " | out:" } else { "," });
@@ -631,6 +625,22 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// A channel's admission for one request, or why it is out.
+type Verdict = Result<Admission, Ineligible>;
+
+/// Eligible channels within `mask`, and those whose half-open breaker wants a probe.
+fn masks(verdicts: &[Verdict], mask: u64) -> (u64, u64) {
+    let (mut eligible, mut probes) = (0u64, 0u64);
+    for i in bits(mask) {
+        match verdicts.get(i) {
+            Some(Ok(Admission::Pass)) => eligible |= 1 << i,
+            Some(Ok(Admission::Probe)) => probes |= 1 << i,
+            _ => {}
+        }
+    }
+    (eligible, probes)
 }
 
 /// The set bits of `mask`, lowest first.

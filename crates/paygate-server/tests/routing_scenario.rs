@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 const PREPAYS_DEFAULT: usize = 20_000;
-const IN_FLIGHT_MAX: usize = 96;
+/// Enough for the pace with room for slow answers; more only queues requests in front of the
+/// router, which delays the outcomes it learns from.
+const IN_FLIGHT_MAX: usize = 48;
 const FAULTS_FROM_S: u64 = 12;
 const FAULTS_UNTIL_S: u64 = 27;
 /// Long enough after the faults stop to see a recovery within 30 s.
