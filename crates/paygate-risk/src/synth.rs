@@ -147,8 +147,8 @@ impl Rng {
         xs.get(self.below(xs.len() as u64) as usize)
     }
     pub fn weighted(&mut self, weights: &[f64]) -> usize {
-        let total: f64 = weights.iter().sum();
-        let mut x = self.unit() * total;
+        let weight_sum: f64 = weights.iter().sum();
+        let mut x = self.unit() * weight_sum;
         for (i, w) in weights.iter().enumerate() {
             if x < *w {
                 return i;
