@@ -246,6 +246,9 @@ pub struct RiskSettings {
     /// Whether the model layer's score alone may refuse a payment. Off by default: a model
     /// trained on a synthetic stream flags (REVIEW); rules, lists and devices refuse.
     pub model_may_deny: bool,
+    /// How often a node looks for a new rule set version in the store (1–60 s); a save
+    /// through this node's admin API applies at once.
+    pub reload_interval_s: u64,
 }
 
 impl Default for RiskSettings {
@@ -255,6 +258,7 @@ impl Default for RiskSettings {
             payer_key_secret: None,
             rules_dir: None,
             model_may_deny: false,
+            reload_interval_s: 30,
         }
     }
 }

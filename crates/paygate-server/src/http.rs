@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// The risk engine, unless disabled by configuration.
     pub risk: Option<Arc<paygate_risk::RiskEngine>>,
+    /// The stored rule sets, the reloader and their admin view.
+    pub risk_rules: Arc<crate::risk_rules::RiskRules>,
 }
 
 impl AppState {

@@ -19,6 +19,7 @@ pub mod merchant_api;
 pub mod merchants;
 pub mod metrics;
 pub mod risk;
+pub mod risk_rules;
 pub mod routing;
 pub mod sandbox;
 pub mod tls;
@@ -162,6 +163,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let store = paygate_store::open(&config.database_url()).await?;
     let keys = PlatformKeys::load_or_create(store.as_ref()).await?;
     let operator_token = config.operator_token()?;
+    // Seeds an empty store's rules, starts the engine on the newest version and its reloader.
+    let risk_rules = risk_rules::RiskRules::start(&config.risk, Arc::clone(&store)).await?;
     let std_listener =
         std::net::TcpListener::bind(config.listen).map_err(|e| StartError::Bind {
             addr: config.listen,
@@ -185,7 +188,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let state = Arc::new(AppState {
         time_scale: config.sandbox.time_scale.max(1),
         metrics: Default::default(),
-        risk: risk::engine(&config.risk)?,
+        risk: risk_rules.engine().cloned(),
+        risk_rules: Arc::new(risk_rules),
         store,
         keys,
         merchants: Default::default(),

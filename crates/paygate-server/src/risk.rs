@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use paygate_core::error::{ApiError, ErrorCode};
 use paygate_risk::{
-    Action, Decision, Layer, Model, RiskConfig, RiskEngine, RiskEvent, Secret, bundled_library_dir,
-    compile_rules, load_library,
+    Action, CompiledRuleSet, Decision, Layer, Model, RiskConfig, RiskEngine, RiskEvent, RuleSource,
+    Secret, bundled_library_dir, load_library,
 };
 use paygate_store::{MerchantRecord, RiskDecisionRecord};
 use paygate_wxpay::models::payments::{PrepayRequest, TradeType};
@@ -22,26 +22,39 @@ use crate::http::AppState;
 
 #[derive(Debug, thiserror::Error)]
 #[error("risk engine: {0}")]
-pub struct RiskSetupError(String);
+pub struct RiskSetupError(pub String);
 
-/// Builds the engine from the bundled (or configured) rule library and the bundled model.
-pub fn engine(settings: &RiskSettings) -> Result<Option<Arc<RiskEngine>>, RiskSetupError> {
-    if !settings.enabled {
-        return Ok(None);
-    }
+/// The bundled (or configured) rule library: what an empty store is seeded with.
+pub fn library(settings: &RiskSettings) -> Result<Vec<RuleSource>, RiskSetupError> {
     let dir = settings
         .rules_dir
         .clone()
         .unwrap_or_else(bundled_library_dir);
-    let sources = load_library(&dir).map_err(|e| RiskSetupError(e.to_string()))?;
-    let rules = compile_rules(&sources, 1).map_err(|e| RiskSetupError(e.to_string()))?;
-    let model = Model::bundled().map_err(|e| RiskSetupError(e.to_string()))?;
+    load_library(&dir).map_err(|e| RiskSetupError(e.to_string()))
+}
+
+/// The engine's configuration from the settings.
+pub fn config(settings: &RiskSettings) -> RiskConfig {
     let mut config = RiskConfig::default();
     if let Some(secret) = &settings.payer_key_secret {
         config.payer_key_secret = Secret(secret.as_bytes().to_vec());
     }
     config.hash_key = Secret(paygate_core::ids::token(32).into_bytes());
-    Ok(Some(Arc::new(RiskEngine::new(rules, Some(model), config))))
+    config
+}
+
+/// Builds the engine on `rules` (the newest stored version, see `risk_rules`) and the
+/// bundled model.
+pub fn engine(
+    settings: &RiskSettings,
+    rules: CompiledRuleSet,
+) -> Result<Arc<RiskEngine>, RiskSetupError> {
+    let model = Model::bundled().map_err(|e| RiskSetupError(e.to_string()))?;
+    Ok(Arc::new(RiskEngine::new(
+        rules,
+        Some(model),
+        config(settings),
+    )))
 }
 
 fn action_str(action: Action) -> &'static str {

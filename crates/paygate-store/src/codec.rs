@@ -24,6 +24,9 @@ pub(crate) const ATTEMPT_COLS: &str = "attempt_id, transaction_id, seq, channel_
      updated_at, last_polled_at";
 pub(crate) const RISK_COLS: &str =
     "id, mchid, kind, reference, transaction_id, action, score, fired_json, rules_version, at";
+pub(crate) const RULE_SET_COLS: &str =
+    "version, rules_json, lists_json, created_by, created_at, comment";
+pub(crate) const RULE_AUDIT_COLS: &str = "version, author, at, comment, changes_json";
 pub(crate) const REPAIR_COLS: &str =
     "id, transaction_id, source, way, before_state, after_state, detail, at";
 pub(crate) const NOTIFICATION_COLS: &str = "id, mchid, transaction_id, event_type, url, plaintext, state, attempts, \
@@ -258,6 +261,34 @@ pub(crate) fn risk_decision(r: &impl Cols) -> Result<crate::RiskDecisionRecord, 
         rules_version: r.int(8)?,
         at: r.time(9)?,
     })
+}
+
+pub(crate) fn risk_rule_set(r: &impl Cols) -> Result<crate::RiskRuleSetRecord, StoreError> {
+    Ok(crate::RiskRuleSetRecord {
+        version: r.int(0)?,
+        rules_json: r.text(1)?,
+        lists_json: r.text(2)?,
+        created_by: r.text(3)?,
+        created_at: r.time(4)?,
+        comment: r.text(5)?,
+    })
+}
+
+pub(crate) fn risk_rule_audit(r: &impl Cols) -> Result<crate::RiskRuleAuditRecord, StoreError> {
+    Ok(crate::RiskRuleAuditRecord {
+        version: r.int(0)?,
+        author: r.text(1)?,
+        at: r.time(2)?,
+        comment: r.text(3)?,
+        changes_json: r.text(4)?,
+    })
+}
+
+/// The refusal of a save whose version is not the next one.
+pub(crate) fn rule_set_version_conflict(version: i64, newest: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "risk rule set version {version} is not the next one: the newest is {newest}"
+    ))
 }
 
 pub(crate) fn repair(r: &impl Cols) -> Result<RepairRecord, StoreError> {

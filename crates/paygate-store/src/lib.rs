@@ -164,6 +164,22 @@ pub trait Store: Send + Sync + 'static {
         since: OffsetDateTime,
     ) -> Result<Vec<ChannelVolume>, StoreError>;
 
+    // ---- risk rule sets (hot reload; added for the risk engine) ----
+    /// Saves `set` as a new version and its audit row (`changes_json`; author, time and
+    /// comment taken from `set`) in ONE transaction. Conflict, with nothing written, unless
+    /// `set.version` is exactly the newest stored version + 1 (1 on an empty store): of two
+    /// operators saving on the same version at once, one wins and the other must reload.
+    async fn insert_risk_rule_set(
+        &self,
+        set: &RiskRuleSetRecord,
+        changes_json: &str,
+    ) -> Result<(), StoreError>;
+    /// The newest version; 0 when none was ever saved.
+    async fn risk_rule_set_version(&self) -> Result<i64, StoreError>;
+    async fn risk_rule_set(&self, version: i64) -> Result<Option<RiskRuleSetRecord>, StoreError>;
+    /// The newest audit rows, newest first, at most `limit`.
+    async fn risk_rule_audit(&self, limit: u32) -> Result<Vec<RiskRuleAuditRecord>, StoreError>;
+
     // ---- merchant notifications (the outbox) ----
     /// Claims up to `limit` PENDING notifications due at `now` whose lease is free, leasing them
     /// until `lease_until` (so a second node, or a restarted one, does not send them twice at once).

@@ -26,6 +26,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "risk_decisions",
         sql: include_str!("../migrations/sqlite/0003_risk_decisions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "risk_rules",
+        sql: include_str!("../migrations/sqlite/0004_risk_rules.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -43,6 +48,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "risk_decisions",
         sql: include_str!("../migrations/postgres/0003_risk_decisions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "risk_rules",
+        sql: include_str!("../migrations/postgres/0004_risk_rules.sql"),
     },
 ];
 

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 
 use crate::codec::{
     self, ATTEMPT_COLS, CERT_COLS, Cols, DELIVERY_COLS, MERCHANT_COLS, NOTIFICATION_COLS,
-    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, RISK_COLS, opt_ms, unix_ms,
+    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, RISK_COLS, RULE_AUDIT_COLS,
+    RULE_SET_COLS, opt_ms, unix_ms,
 };
 use crate::{
     AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
@@ -541,6 +542,50 @@ async fn finish_delivery(
     .map_err(pg_err)
 }
 
+/// The version check and both inserts of a rule set, inside the caller's transaction. Two
+/// transactions that read the same newest version both try to insert the next one: the
+/// primary key makes the second wait for the first and then fail (23505, a conflict).
+async fn insert_risk_rule_set(
+    conn: &mut PgConnection,
+    set: &crate::RiskRuleSetRecord,
+    changes_json: &str,
+) -> Result<()> {
+    let newest: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM risk_rule_sets")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg_err)?;
+    if set.version != newest + 1 {
+        return Err(codec::rule_set_version_conflict(set.version, newest));
+    }
+    sqlx::query(
+        "INSERT INTO risk_rule_sets (version, rules_json, lists_json, created_by, created_at, comment)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(set.version)
+    .bind(&set.rules_json)
+    .bind(&set.lists_json)
+    .bind(&set.created_by)
+    .bind(unix_ms(set.created_at))
+    .bind(&set.comment)
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_err)?;
+    sqlx::query(
+        "INSERT INTO risk_rule_audit (version, author, at, comment, changes_json)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(set.version)
+    .bind(&set.created_by)
+    .bind(unix_ms(set.created_at))
+    .bind(&set.comment)
+    .bind(changes_json)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+    .map_err(pg_err)
+}
+
 /// Ends a method's transaction before the method returns: commit when the step says to keep
 /// its writes, roll back otherwise — on an error too, so the connection goes back to the pool
 /// clean instead of relying on sqlx's background clean-up (which needs a live runtime).
@@ -855,6 +900,47 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         decode_all(&rows, codec::risk_decision)
+    }
+
+    async fn insert_risk_rule_set(
+        &self,
+        set: &crate::RiskRuleSetRecord,
+        changes_json: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let step = insert_risk_rule_set(&mut tx, set, changes_json)
+            .await
+            .map(|()| ((), true));
+        end_tx(tx, step).await
+    }
+
+    async fn risk_rule_set_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM risk_rule_sets")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn risk_rule_set(&self, version: i64) -> Result<Option<crate::RiskRuleSetRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RULE_SET_COLS} FROM risk_rule_sets WHERE version = $1"
+        ))
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        row.as_ref().map(codec::risk_rule_set).transpose()
+    }
+
+    async fn risk_rule_audit(&self, limit: u32) -> Result<Vec<crate::RiskRuleAuditRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RULE_AUDIT_COLS} FROM risk_rule_audit ORDER BY version DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        decode_all(&rows, codec::risk_rule_audit)
     }
 
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>> {

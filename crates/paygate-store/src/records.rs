@@ -375,3 +375,32 @@ pub struct RiskDecisionRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
+
+/// One version of the risk rules: the whole set (rule sources and lists, as JSON the risk
+/// engine reads), who saved it and why. Written once, never changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskRuleSetRecord {
+    /// 1, 2, 3, … without gaps (see [`crate::Store::insert_risk_rule_set`]).
+    pub version: i64,
+    /// JSON array of rule sources.
+    pub rules_json: String,
+    /// JSON array of block/allow list entries.
+    pub lists_json: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The author's summary of the change.
+    pub comment: String,
+}
+
+/// The audit row of one saved version: who, when, why, and what changed (JSON written by the
+/// caller: rules added, removed, changed; list entries added, removed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskRuleAuditRecord {
+    pub version: i64,
+    pub author: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub comment: String,
+    pub changes_json: String,
+}

@@ -63,6 +63,8 @@ contract!(
     corrupt_enum_string_is_reported_not_panicked,
     channel_volumes_sum_prepaid_and_paid_attempts_since_an_instant,
     risk_decisions_are_kept_and_queried_by_reference_and_action,
+    risk_rule_sets_take_exactly_the_next_version_with_their_audit_row,
+    concurrent_saves_of_one_risk_rule_set_version_let_exactly_one_win,
 );
 
 fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
@@ -1315,5 +1317,120 @@ async fn risk_decisions_are_kept_and_queried_by_reference_and_action(db: Db) {
     assert!(
         s.insert_risk_decision(&bad).await.is_err(),
         "the action is checked by the schema"
+    );
+}
+
+fn rule_set(version: i64, by: &str, at: i64) -> RiskRuleSetRecord {
+    RiskRuleSetRecord {
+        version,
+        rules_json: format!(r#"[{{"id":"R-{version}","expression":"amount_fen == 4242"}}]"#),
+        lists_json: r#"[{"kind":"block","entity":"payer","value":"p1"}]"#.into(),
+        created_by: by.into(),
+        created_at: t(at),
+        comment: format!("version {version} by {by}"),
+    }
+}
+
+async fn risk_rule_sets_take_exactly_the_next_version_with_their_audit_row(db: Db) {
+    let s = db.open().await;
+    assert_eq!(s.risk_rule_set_version().await.unwrap(), 0, "none yet");
+    assert_eq!(s.risk_rule_set(1).await.unwrap(), None);
+    assert!(s.risk_rule_audit(10).await.unwrap().is_empty());
+    for not_first in [0, 2, -1] {
+        assert!(
+            is_conflict(
+                s.insert_risk_rule_set(&rule_set(not_first, "ann", 1), "{}")
+                    .await
+            ),
+            "version {not_first} on an empty store"
+        );
+    }
+    let v1 = rule_set(1, "ann", 10);
+    s.insert_risk_rule_set(&v1, r#"{"rules_added":["R-1"]}"#)
+        .await
+        .unwrap();
+    assert!(
+        is_conflict(s.insert_risk_rule_set(&rule_set(1, "bob", 20), "{}").await),
+        "version 1 is taken"
+    );
+    assert!(
+        is_conflict(s.insert_risk_rule_set(&rule_set(3, "bob", 20), "{}").await),
+        "no gaps"
+    );
+    let v2 = rule_set(2, "bob", 20);
+    s.insert_risk_rule_set(&v2, r#"{"rules_changed":["R-1"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(s.risk_rule_set_version().await.unwrap(), 2);
+    assert_eq!(s.risk_rule_set(1).await.unwrap(), Some(v1));
+    assert_eq!(s.risk_rule_set(2).await.unwrap(), Some(v2));
+    assert_eq!(
+        s.risk_rule_set(3).await.unwrap(),
+        None,
+        "refused saves wrote nothing"
+    );
+    let audit = s.risk_rule_audit(10).await.unwrap();
+    assert_eq!(
+        audit,
+        vec![
+            RiskRuleAuditRecord {
+                version: 2,
+                author: "bob".into(),
+                at: t(20),
+                comment: "version 2 by bob".into(),
+                changes_json: r#"{"rules_changed":["R-1"]}"#.into(),
+            },
+            RiskRuleAuditRecord {
+                version: 1,
+                author: "ann".into(),
+                at: t(10),
+                comment: "version 1 by ann".into(),
+                changes_json: r#"{"rules_added":["R-1"]}"#.into(),
+            },
+        ],
+        "newest first, one row per saved version"
+    );
+    assert_eq!(s.risk_rule_audit(1).await.unwrap(), audit[..1].to_vec());
+}
+
+async fn concurrent_saves_of_one_risk_rule_set_version_let_exactly_one_win(db: Db) {
+    let s = db.open().await;
+    s.insert_risk_rule_set(&rule_set(1, "seed", 1), "{}")
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let by = format!("operator-{i}");
+                (
+                    by.clone(),
+                    s.insert_risk_rule_set(&rule_set(2, &by, 100 + i), &by)
+                        .await,
+                )
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (by, Ok(())) => winners.push(by),
+            (_, Err(StoreError::Conflict(_))) => {}
+            (by, Err(e)) => panic!("{by}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one save of version 2 wins");
+    assert_eq!(s.risk_rule_set_version().await.unwrap(), 2);
+    let stored = s.risk_rule_set(2).await.unwrap().unwrap();
+    assert_eq!(stored.created_by, winners[0]);
+    let audit = s.risk_rule_audit(100).await.unwrap();
+    assert_eq!(
+        audit.len(),
+        2,
+        "one audit row per version, the losers left none"
+    );
+    assert_eq!(
+        audit[0].changes_json, winners[0],
+        "the winner's own audit row"
     );
 }

@@ -469,6 +469,39 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_risk_rule_set(
+        &self,
+        set: &crate::RiskRuleSetRecord,
+        changes_json: &str,
+    ) -> Result<(), StoreError> {
+        let (set, changes_json) = (set.clone(), changes_json.to_string());
+        self.threads
+            .write(move |c| ops::insert_risk_rule_set(c, &set, &changes_json).map(Done::keep))
+            .await
+    }
+
+    async fn risk_rule_set_version(&self) -> Result<i64, StoreError> {
+        self.threads.read(ops::risk_rule_set_version).await
+    }
+
+    async fn risk_rule_set(
+        &self,
+        version: i64,
+    ) -> Result<Option<crate::RiskRuleSetRecord>, StoreError> {
+        self.threads
+            .read(move |c| ops::risk_rule_set(c, version))
+            .await
+    }
+
+    async fn risk_rule_audit(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::RiskRuleAuditRecord>, StoreError> {
+        self.threads
+            .read(move |c| ops::risk_rule_audit(c, limit))
+            .await
+    }
+
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError> {
         let transaction_id = transaction_id.to_string();
         self.threads

@@ -10,7 +10,8 @@ use super::sqlite_err;
 use super::threads::Done;
 use crate::codec::{
     self, ATTEMPT_COLS, CERT_COLS, DELIVERY_COLS, MERCHANT_COLS, NOTIFICATION_COLS,
-    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, RISK_COLS, opt_ms, unix_ms,
+    ORDER_COL_COUNT, ORDER_COLS, PLATFORM_KEY_COLS, REPAIR_COLS, RISK_COLS, RULE_AUDIT_COLS,
+    RULE_SET_COLS, opt_ms, unix_ms,
 };
 use crate::{
     AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
@@ -492,6 +493,78 @@ pub(super) fn risk_decisions_by_action(
         ),
         params![action, limit],
         |r| codec::risk_decision(r),
+    )
+}
+
+fn newest_risk_rule_set_version(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM risk_rule_sets")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sqlite_err)
+}
+
+/// The version check and both inserts run on the one writer, so nothing can land in between.
+pub(super) fn insert_risk_rule_set(
+    conn: &Connection,
+    set: &crate::RiskRuleSetRecord,
+    changes_json: &str,
+) -> Result<()> {
+    let newest = newest_risk_rule_set_version(conn)?;
+    if set.version != newest + 1 {
+        return Err(codec::rule_set_version_conflict(set.version, newest));
+    }
+    execute(
+        conn,
+        "INSERT INTO risk_rule_sets (version, rules_json, lists_json, created_by, created_at, comment)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            set.version,
+            set.rules_json,
+            set.lists_json,
+            set.created_by,
+            unix_ms(set.created_at),
+            set.comment
+        ],
+    )?;
+    execute(
+        conn,
+        "INSERT INTO risk_rule_audit (version, author, at, comment, changes_json)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            set.version,
+            set.created_by,
+            unix_ms(set.created_at),
+            set.comment,
+            changes_json
+        ],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn risk_rule_set_version(conn: &Connection) -> Result<i64> {
+    newest_risk_rule_set_version(conn)
+}
+
+pub(super) fn risk_rule_set(
+    conn: &Connection,
+    version: i64,
+) -> Result<Option<crate::RiskRuleSetRecord>> {
+    first(
+        conn,
+        &format!("SELECT {RULE_SET_COLS} FROM risk_rule_sets WHERE version = ?1"),
+        [version],
+        |r| codec::risk_rule_set(r),
+    )
+}
+
+pub(super) fn risk_rule_audit(
+    conn: &Connection,
+    limit: u32,
+) -> Result<Vec<crate::RiskRuleAuditRecord>> {
+    rows(
+        conn,
+        &format!("SELECT {RULE_AUDIT_COLS} FROM risk_rule_audit ORDER BY version DESC LIMIT ?1"),
+        [limit],
+        |r| codec::risk_rule_audit(r),
     )
 }
 
