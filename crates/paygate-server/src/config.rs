@@ -249,6 +249,19 @@ pub struct RiskSettings {
     /// How often a node looks for a new rule set version in the store (1–60 s); a save
     /// through this node's admin API applies at once.
     pub reload_interval_s: u64,
+    /// Which refusals stand: `all`, `lists` (only an operator's block-list hit refuses; every
+    /// other refusal is kept as a REVIEW) or `never` (decide, keep and count only). Unset:
+    /// `lists` while the sandbox is on, like a payment provider's test mode (synthetic payers
+    /// and load tests would trip velocity rules), `all` otherwise.
+    pub enforce: Option<Enforce>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforce {
+    All,
+    Lists,
+    Never,
 }
 
 impl Default for RiskSettings {
@@ -259,6 +272,7 @@ impl Default for RiskSettings {
             rules_dir: None,
             model_may_deny: false,
             reload_interval_s: 30,
+            enforce: None,
         }
     }
 }
@@ -317,6 +331,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The risk refusals that stand (see [`RiskSettings::enforce`]).
+    pub fn risk_enforcement(&self) -> Enforce {
+        self.risk.enforce.unwrap_or(if self.sandbox.enabled {
+            Enforce::Lists
+        } else {
+            Enforce::All
+        })
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let err = |message: String| ConfigError::File {
             path: path.display().to_string(),

@@ -128,6 +128,9 @@ pub async fn assess_prepay(
             decision.action = Action::Review;
         }
     }
+    if decision.action.blocks() && !refusal_stands(app, &decision) {
+        decision.action = Action::Review;
+    }
     app.metrics.observe_risk(action_str(decision.action));
     if let Some((code, message)) = decision.error() {
         keep(app, merchant, &request.out_trade_no, None, &decision).await;
@@ -135,6 +138,19 @@ pub async fn assess_prepay(
         return Err(ApiError::new(code, message));
     }
     Ok(Some(decision))
+}
+
+/// Whether a refusal stands under `risk.enforce`: in `lists` mode only an operator's block
+/// list refuses (its rules carry the `block` tag).
+fn refusal_stands(app: &AppState, decision: &Decision) -> bool {
+    match app.config.risk_enforcement() {
+        crate::config::Enforce::All => true,
+        crate::config::Enforce::Lists => decision
+            .fired
+            .iter()
+            .any(|f| f.tags.iter().any(|t| t == "block")),
+        crate::config::Enforce::Never => false,
+    }
 }
 
 /// Stores a decision worth keeping (not allowed, or a rule fired); a failure to store is

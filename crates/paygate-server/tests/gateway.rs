@@ -936,3 +936,41 @@ async fn risk_control_denies_a_blocked_payer_before_any_channel_order_and_keeps_
         gw.finish().await;
     }
 }
+
+#[tokio::test]
+async fn velocity_refusals_stand_when_enforcing_and_are_kept_as_reviews_in_the_sandbox() {
+    for enforce in [None, Some(paygate_server::config::Enforce::All)] {
+        let gw = start(None, |c| c.risk.enforce = enforce).await;
+        let mut refused = 0;
+        for _ in 0..12 {
+            let mut body = gw.native(&out_no("VEL"), 100, "https://e.com/n");
+            body["payer"] = json!({"openid": "oSamePayerEveryTime000000000"});
+            if let Err(e) = gw
+                .client
+                .post_json::<_, Value>("/v3/pay/transactions/jsapi", &body)
+                .await
+            {
+                assert_eq!(e.api_code(), Some("RULE_LIMIT"));
+                refused += 1;
+            }
+        }
+        match enforce {
+            // The sandbox's test mode: the burst is flagged, never refused.
+            None => {
+                assert_eq!(refused, 0);
+                let (_, queue) = gw
+                    .admin(reqwest::Method::GET, "risk/decisions?action=REVIEW")
+                    .await;
+                assert!(
+                    !queue.as_array().unwrap().is_empty(),
+                    "the burst is in the review queue"
+                );
+            }
+            Some(_) => assert!(
+                refused >= 3,
+                "twelve payments by one payer within seconds: {refused} refused"
+            ),
+        }
+        gw.finish().await;
+    }
+}
