@@ -9,6 +9,7 @@ use paygate_wxpay::client::{WxClient, WxClientConfig};
 use paygate_wxpay::crypto::SigningKey;
 use paygate_wxpay::crypto::aead::{AeadAlgorithm, AeadKey};
 use paygate_wxpay::models::payments::Transaction;
+use paygate_wxpay::models::refunds::Refund;
 use paygate_wxpay::paysign::{self, AppPayParams, JsapiPayParams};
 use paygate_wxpay::sign::new_nonce;
 use serde::Deserialize;
@@ -16,7 +17,9 @@ use serde::Deserialize;
 use crate::callback::{CallbackError, CallbackEvent, CallbackReader};
 use crate::config::{ChannelConfig, ChannelKind, ConfigError};
 use crate::error::ChannelError;
-use crate::transform::{self, ChannelPrepay, PrepayCredential, SubMerchant, WireRequest};
+use crate::transform::{
+    self, ChannelPrepay, ChannelRefund, PrepayCredential, SubMerchant, WireRequest,
+};
 
 /// Longest prepay_id accepted for signing pay parameters (reference §8: ≤64).
 pub const PREPAY_ID_CHARS_MAX: usize = 64;
@@ -169,6 +172,30 @@ impl WxChannel {
             Err(e) if matches!(e.code(), Some("ORDER_PAID" | "ORDERPAID")) => {
                 Ok(CloseOutcome::AlreadyPaid)
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Refunds (part of) a paid attempt. Re-sending the same `r` is safe: the channel refunds
+    /// one out_refund_no once and answers the same refund again. An unknown outcome is settled
+    /// with [`WxChannel::query_refund`] before deciding anything.
+    pub async fn refund(&self, r: &ChannelRefund) -> Result<Refund, ChannelError> {
+        let request = transform::refund_request(&self.inner.config, r)?;
+        let response = self.send(&request).await?;
+        transform::refund_answer(&r.out_refund_no, &response.body)
+    }
+
+    /// The refund at the channel; `None` when WeChat Pay does not know it
+    /// (`RESOURCE_NOT_EXISTS`: it never arrived).
+    pub async fn query_refund(
+        &self,
+        out_refund_no: &str,
+        sub: &SubMerchant,
+    ) -> Result<Option<Refund>, ChannelError> {
+        let request = transform::refund_query_request(&self.inner.config, out_refund_no, sub)?;
+        match self.send(&request).await {
+            Ok(response) => transform::refund_answer(out_refund_no, &response.body).map(Some),
+            Err(e) if matches!(e.code(), Some("RESOURCE_NOT_EXISTS" | "NOT_FOUND")) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -48,4 +48,4 @@ pub use channel::{CloseOutcome, WxChannel};
 pub use config::{ChannelConfig, ChannelKind, ConfigError};
 pub use error::{ChannelError, ErrorAction};
 pub use paygate_wxpay::paysign::{AppPayParams, JsapiPayParams};
-pub use transform::{ChannelPrepay, PrepayCredential, SubMerchant};
+pub use transform::{ChannelPrepay, ChannelRefund, PrepayCredential, SubMerchant};

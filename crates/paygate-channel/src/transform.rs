@@ -10,6 +10,8 @@ use paygate_wxpay::models::payments::{
     PartnerPayer, PartnerPrepayRequest, Payer, PrepayIdResponse, PrepayRequest, SceneInfo,
     SettleInfo, TradeType, Transaction,
 };
+use paygate_wxpay::models::refunds::{FundsAccount, Refund, RefundAmountRequest, RefundRequest};
+use paygate_wxpay::rules::Validate;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ChannelConfig, ChannelKind};
@@ -317,6 +319,111 @@ pub fn query_answer(
         )));
     }
     Ok(t)
+}
+
+/// One refund at the channel: one gateway refund, made on the attempt that was paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRefund {
+    /// The gateway's refund id, sent as out_refund_no: unique per gateway refund, the same on
+    /// every re-send of it, so the channel refunds it once (§4.7 "同一退款单号多次请求只退一笔").
+    pub out_refund_no: String,
+    /// The paid attempt's id: its out_trade_no at the channel.
+    pub out_trade_no: String,
+    /// The channel's transaction id of that payment, when known (it then names the order).
+    pub transaction_id: Option<String>,
+    pub reason: Option<String>,
+    pub amount_fen: i64,
+    /// The order's total.
+    pub total_fen: i64,
+    pub currency: String,
+    pub funds_account: Option<FundsAccount>,
+    pub sub: SubMerchant,
+}
+
+/// The refund body model: one path for both modes, `sub_mchid` only at a partner channel.
+pub fn refund_body(
+    config: &ChannelConfig,
+    r: &ChannelRefund,
+    sub_mchid: Option<&str>,
+) -> RefundRequest {
+    RefundRequest {
+        sub_mchid: sub_mchid.map(str::to_string),
+        transaction_id: r.transaction_id.clone(),
+        out_trade_no: Some(r.out_trade_no.clone()),
+        out_refund_no: r.out_refund_no.clone(),
+        reason: r.reason.clone(),
+        // The channel's callbacks come to the gateway, which notifies its merchant itself.
+        notify_url: Some(config.notify_url.clone()),
+        funds_account: r.funds_account,
+        amount: RefundAmountRequest {
+            refund: r.amount_fen,
+            from: None,
+            total: r.total_fen,
+            currency: r.currency.clone(),
+        },
+        goods_detail: None,
+    }
+}
+
+/// `POST /v3/refund/domestic/refunds`, checked against WeChat Pay's own field rules first.
+pub fn refund_request(
+    config: &ChannelConfig,
+    r: &ChannelRefund,
+) -> Result<WireRequest, ChannelError> {
+    let sub_mchid = match config.kind {
+        ChannelKind::WxDirect => {
+            check_direct_sub(&r.sub)?;
+            None
+        }
+        ChannelKind::WxPartner => Some(partner_sub_mchid(&r.sub)?),
+    };
+    let body = refund_body(config, r, sub_mchid);
+    body.validate().map_err(ChannelError::local)?;
+    Ok(WireRequest {
+        method: "POST",
+        target: "/v3/refund/domestic/refunds".into(),
+        body: serialize(&body)?,
+    })
+}
+
+/// `GET /v3/refund/domestic/refunds/{out_refund_no}` (partner: `?sub_mchid=`).
+pub fn refund_query_request(
+    config: &ChannelConfig,
+    out_refund_no: &str,
+    sub: &SubMerchant,
+) -> Result<WireRequest, ChannelError> {
+    paygate_wxpay::rules::check_out_request_no("/out_refund_no", out_refund_no)
+        .map_err(ChannelError::local)?;
+    let no = escape_path_segment(out_refund_no);
+    let target = match config.kind {
+        ChannelKind::WxDirect => {
+            check_direct_sub(sub)?;
+            format!("/v3/refund/domestic/refunds/{no}")
+        }
+        ChannelKind::WxPartner => format!(
+            "/v3/refund/domestic/refunds/{no}?sub_mchid={}",
+            escape_path_segment(partner_sub_mchid(sub)?)
+        ),
+    };
+    Ok(WireRequest {
+        method: "GET",
+        target,
+        body: Vec::new(),
+    })
+}
+
+/// Reads a verified refund answer (create or query) and checks it is about the refund asked
+/// for: an answer about another one would settle the wrong refund. Unreadable means unknown.
+pub fn refund_answer(out_refund_no: &str, body: &[u8]) -> Result<Refund, ChannelError> {
+    let r: Refund = serde_json::from_slice(body)
+        .map_err(|e| ChannelError::unknown(format!("refund answer unreadable: {e}")))?;
+    if r.out_refund_no != out_refund_no {
+        return Err(ChannelError::unknown(format!(
+            "refund {out_refund_no} answered about {}",
+            r.out_refund_no
+        )));
+    }
+    Ok(r)
 }
 
 /// The sandbox payer's request body (`POST sandbox/v1/pay`).
@@ -631,6 +738,80 @@ mod tests {
             serde_json::from_slice::<Value>(&p).unwrap(),
             json!({"sp_mchid":"1230000109","sub_mchid":"1900000109","out_trade_no":"att_0001","result":"PAYERROR","openid":"o1"})
         );
+    }
+
+    fn channel_refund(sub: SubMerchant) -> ChannelRefund {
+        ChannelRefund {
+            out_refund_no: "50000020261130000000000000001".into(),
+            out_trade_no: "att_0001".into(),
+            transaction_id: Some("4200000001".into()),
+            reason: Some("商品已售完".into()),
+            amount_fen: 40,
+            total_fen: 100,
+            currency: "CNY".into(),
+            funds_account: None,
+            sub,
+        }
+    }
+
+    #[test]
+    fn refund_bodies_name_the_paid_attempt_and_the_gateways_callback() {
+        let direct = config(ChannelKind::WxDirect);
+        let r = refund_request(&direct, &channel_refund(SubMerchant::default())).unwrap();
+        assert_eq!(
+            (r.method, r.target.as_str()),
+            ("POST", "/v3/refund/domestic/refunds")
+        );
+        assert_eq!(
+            body(&r),
+            json!({"transaction_id":"4200000001","out_trade_no":"att_0001",
+                "out_refund_no":"50000020261130000000000000001","reason":"商品已售完",
+                "notify_url":"https://gw.example.com/callbacks/wxpay/wx",
+                "amount":{"refund":40,"total":100,"currency":"CNY"}})
+        );
+        // The same refund gives the same bytes (a re-send is the same refund).
+        assert_eq!(
+            refund_request(&direct, &channel_refund(SubMerchant::default())).unwrap(),
+            r
+        );
+        let partner = config(ChannelKind::WxPartner);
+        let p = refund_request(&partner, &channel_refund(partner_sub(None))).unwrap();
+        assert_eq!(body(&p)["sub_mchid"], "1900000109");
+        // Sub-merchant mistakes and bad amounts never leave the gateway.
+        assert!(refund_request(&partner, &channel_refund(SubMerchant::default())).is_err());
+        assert!(refund_request(&direct, &channel_refund(partner_sub(None))).is_err());
+        let mut too_much = channel_refund(SubMerchant::default());
+        too_much.amount_fen = 101;
+        let e = refund_request(&direct, &too_much).unwrap_err();
+        assert_eq!(e.code(), Some("PARAM_ERROR"));
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn refund_queries_escape_and_answers_must_be_about_the_refund_asked() {
+        let direct = config(ChannelKind::WxDirect);
+        let q = refund_query_request(&direct, "rf|1", &SubMerchant::default()).unwrap();
+        assert_eq!(
+            (q.method, q.target.as_str()),
+            ("GET", "/v3/refund/domestic/refunds/rf%7C1")
+        );
+        let partner = config(ChannelKind::WxPartner);
+        let q = refund_query_request(&partner, "rf1", &partner_sub(None)).unwrap();
+        assert_eq!(
+            q.target,
+            "/v3/refund/domestic/refunds/rf1?sub_mchid=1900000109"
+        );
+        assert!(refund_query_request(&direct, "rf/1", &SubMerchant::default()).is_err());
+        let answer = r#"{"refund_id":"50300","out_refund_no":"rf1","transaction_id":"4200000001",
+            "out_trade_no":"att_0001","channel":"ORIGINAL","user_received_account":"支付用户零钱",
+            "create_time":"2026-11-30T10:00:00+08:00","status":"PROCESSING","funds_account":"UNSETTLED",
+            "amount":{"total":100,"refund":40,"payer_total":100,"payer_refund":40,"settlement_refund":40,
+                      "settlement_total":100,"discount_refund":0,"currency":"CNY"}}"#
+            .as_bytes();
+        let r = refund_answer("rf1", answer).unwrap();
+        assert_eq!(r.amount.refund, 40);
+        assert!(refund_answer("rf2", answer).unwrap_err().is_unknown());
+        assert!(refund_answer("rf1", b"{}").unwrap_err().is_unknown());
     }
 
     proptest::proptest! {

@@ -51,11 +51,19 @@ pub async fn wxpay_callback(
                 Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, "FAIL", &e.message),
             }
         }
-        Ok(CallbackEvent::Refund(_)) => answer(StatusCode::OK, "SUCCESS", "成功"),
+        Ok(CallbackEvent::Refund(payload)) => {
+            match crate::refunds::apply_callback(&app, &payload).await {
+                Ok(()) => answer(StatusCode::OK, "SUCCESS", "成功"),
+                // Not acknowledged: the channel retries, and the poller is there too.
+                Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, "FAIL", &e.message),
+            }
+        }
         Err(CallbackError::Unverified { reason, hint }) => {
             tracing::warn!(channel = %channel_id, %reason, "unverified channel callback");
             if let Some(attempt_id) = hint {
+                // The hint names the paid attempt of a refund callback too: both are asked.
                 verify_by_query(&app, &channel_id, &attempt_id).await;
+                crate::refunds::settle_unverified(&app, &attempt_id).await;
             }
             answer(StatusCode::UNAUTHORIZED, "FAIL", "签名验证失败")
         }

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod merchant_api;
 pub mod merchants;
 pub mod metrics;
+pub mod refunds;
 pub mod risk;
 pub mod risk_rules;
 pub mod routing;

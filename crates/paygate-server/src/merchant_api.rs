@@ -1,4 +1,4 @@
-//! The merchant API: WeChat Pay v3 direct-merchant paths (§4.1, §4.3, §4.4, §4.9) and one
+//! The merchant API: WeChat Pay v3 direct-merchant paths (§4.1, §4.3, §4.4, §4.7, §4.9) and one
 //! documented extension outside `/v3`, `POST /paygate/v1/pay-params`, which returns JSAPI
 //! or APP invocation parameters signed by paygate: paygate owns the upstream prepay_id, so
 //! only paygate's channel key makes a `paySign` WeChat accepts.
@@ -20,6 +20,7 @@ use paygate_wxpay::models::payments::{
     CloseRequest, CodeUrlResponse, H5UrlResponse, PrepayIdResponse, PrepayRequest, QueryOrderQuery,
     TradeType,
 };
+use paygate_wxpay::models::refunds::{RefundQuery, RefundRequest};
 use paygate_wxpay::rules::{Validate, parse_json};
 use serde::Deserialize;
 
@@ -37,6 +38,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
             post(close),
+        )
+        .route("/v3/refund/domestic/refunds", post(create_refund))
+        .route(
+            "/v3/refund/domestic/refunds/{out_refund_no}",
+            get(query_refund),
         )
         .route("/v3/certificates", get(certificates))
         .route("/paygate/v1/pay-params", post(pay_params))
@@ -152,6 +158,35 @@ async fn close(
         .ok_or_else(not_exist)?;
     flow::close(&app, &caller.merchant, &order, "merchant").await?;
     no_content()
+}
+
+/// §4.7: a refund of a paid order, for the gateway's direct merchants (no `sub_mchid`).
+async fn create_refund(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
+    let request: RefundRequest = parse_json(&body)?;
+    let refund = crate::refunds::create(&app, &caller.merchant, request).await?;
+    ok_json(&crate::refunds::view(&refund))
+}
+
+async fn query_refund(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(out_refund_no): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let q: RefundQuery = parse_query_validated(&query.unwrap_or_default())?;
+    if q.sub_mchid.is_some() {
+        return Err(ApiFail(ApiError::new(
+            ErrorCode::NoAuth,
+            "普通商户无服务商权限，请勿传入 sub_mchid",
+        )));
+    }
+    paygate_wxpay::rules::check_out_request_no("/out_refund_no", &out_refund_no)?;
+    let refund = crate::refunds::query(&app, &caller.merchant, &out_refund_no).await?;
+    ok_json(&crate::refunds::view(&refund))
 }
 
 async fn certificates(

@@ -142,7 +142,7 @@ pub async fn assess_prepay(
 
 /// Whether a refusal stands under `risk.enforce`: in `lists` mode only an operator's block
 /// list refuses (its rules carry the `block` tag).
-fn refusal_stands(app: &AppState, decision: &Decision) -> bool {
+pub(crate) fn refusal_stands(app: &AppState, decision: &Decision) -> bool {
     match app.config.risk_enforcement() {
         crate::config::Enforce::All => true,
         crate::config::Enforce::Lists => decision

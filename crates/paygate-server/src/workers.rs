@@ -1,7 +1,7 @@
-//! Background workers: the poller (asks channels about pending attempts, closes expired
-//! orders at the channel first) and the outbox (delivers merchant notifications on WeChat's
-//! schedule). Both work from the store, so they resume after a restart or a `kill -9`, and
-//! several nodes can run them at once (leases, compare-and-set).
+//! Background workers: the poller (asks channels about pending attempts and unsettled
+//! refunds, closes expired orders at the channel first) and the outbox (delivers merchant
+//! notifications on WeChat's schedule). Both work from the store, so they resume after a
+//! restart or a `kill -9`, and several nodes can run them at once (leases, compare-and-set).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,10 @@ pub fn spawn(app: Arc<AppState>) {
         loop {
             if let Err(e) = poll_once(&poller).await {
                 tracing::warn!(error = %e, "poller round failed");
+            }
+            // Refunds whose outcome was never learnt, or whose callback was lost.
+            if let Err(e) = crate::refunds::poll_once(&poller).await {
+                tracing::warn!(error = %e, "refund poller round failed");
             }
             tokio::time::sleep(every).await;
         }
@@ -255,10 +259,11 @@ async fn envelope(
             .and_then(|s| s.wechatpay_serial),
         _ => None,
     };
-    let (original_type, summary) = if record.event_type.starts_with("REFUND") {
-        ("refund", "退款成功")
-    } else {
-        ("transaction", "支付成功")
+    let (original_type, summary) = match record.event_type.as_str() {
+        "REFUND.SUCCESS" => ("refund", "退款成功"),
+        "REFUND.ABNORMAL" => ("refund", "退款异常"),
+        "REFUND.CLOSED" => ("refund", "退款关闭"),
+        _ => ("transaction", "支付成功"),
     };
     let sealed = Notification::seal(
         AeadAlgorithm::Aes256Gcm,

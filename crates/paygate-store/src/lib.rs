@@ -25,11 +25,13 @@ mod codec;
 mod migrate;
 pub mod postgres;
 pub mod records;
+mod refunds;
 pub mod sqlite;
 
 pub use codec::{from_unix_ms, truncate_to_ms, unix_ms};
 pub use postgres::{PgOptions, PgStore};
 pub use records::*;
+pub use refunds::{CreateRefund, RefundChange, RefundRecord, RefundState};
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 
 use async_trait::async_trait;
@@ -141,6 +143,44 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>, StoreError>;
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError>;
 
+    // ---- refunds (§4.7; see `refunds.rs` for the money rule) ----
+    /// Creates `refund` and reserves its amount on its order in ONE transaction: the order's
+    /// `refunded_fen` (the sum of its refunds that are not CLOSED) grows by `amount_fen` only
+    /// if the order is SUCCESS or REFUND and the sum stays within `total_fen`, a
+    /// compare-and-set under the order's row lock, so no two nodes can over-refund.
+    /// `(mchid, out_refund_no)` is the idempotency key: when it is taken nothing is written
+    /// and the existing refund comes back, whatever the order has left.
+    async fn create_refund(&self, refund: &RefundRecord) -> Result<CreateRefund, StoreError>;
+    async fn get_refund(
+        &self,
+        mchid: &str,
+        out_refund_no: &str,
+    ) -> Result<Option<RefundRecord>, StoreError>;
+    async fn get_refund_by_id(&self, refund_id: &str) -> Result<Option<RefundRecord>, StoreError>;
+    /// Refunds of an order, oldest first.
+    async fn refunds_of(&self, transaction_id: &str) -> Result<Vec<RefundRecord>, StoreError>;
+    /// The order's `refunded_fen`; `None` if there is no such order.
+    async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>, StoreError>;
+    /// The one write path for a refund's state, all or nothing: the compare-and-set from
+    /// `change.expected_state` (false, nothing written, if the refund is elsewhere), the
+    /// amount given back to the order on CLOSED, a SUCCESS order moved to REFUND when the
+    /// channel accepted the refund (PROCESSING, SUCCESS, ABNORMAL), and the notification.
+    /// A move [`RefundState::may_become`] forbids is refused with an error.
+    async fn apply_refund_change(&self, change: &RefundChange) -> Result<bool, StoreError>;
+    /// Work for the poller: CREATED and PROCESSING refunds created before `polled_before`
+    /// and not polled since (or never), never polled first, then oldest.
+    async fn refunds_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RefundRecord>, StoreError>;
+    /// False if no such refund.
+    async fn mark_refund_polled(
+        &self,
+        refund_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     // ---- risk decisions ----
     /// Keeps one decision (conflict if the id exists).
     async fn insert_risk_decision(&self, decision: &RiskDecisionRecord) -> Result<(), StoreError>;
@@ -156,6 +196,7 @@ pub trait Store: Send + Sync + 'static {
         action: &str,
         limit: u32,
     ) -> Result<Vec<RiskDecisionRecord>, StoreError>;
+
     /// Per channel, the total of the orders whose attempt on that channel was created at or
     /// after `since` and is PREPAID or PAID, by channel id: the channel's volume for a daily
     /// cap, counted across every node. (Added for routing.)

@@ -31,6 +31,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "risk_rules",
         sql: include_str!("../migrations/sqlite/0004_risk_rules.sql"),
     },
+    Migration {
+        version: 5,
+        name: "refunds",
+        sql: include_str!("../migrations/sqlite/0005_refunds.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -53,6 +58,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "risk_rules",
         sql: include_str!("../migrations/postgres/0004_risk_rules.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "refunds",
+        sql: include_str!("../migrations/postgres/0005_refunds.sql"),
     },
 ];
 

@@ -44,6 +44,9 @@ pub const DROP_LOCK_TIMEOUT_MS: u64 = 10_000;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+// Refunds live in their own file; they share this file's helpers.
+mod refunds;
+
 #[derive(Clone, Debug)]
 pub struct PgOptions {
     pub max_connections: u32,
@@ -1059,5 +1062,47 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         decode_all(&rows, codec::delivery)
+    }
+
+    // ---- refunds (postgres/refunds.rs) ----
+
+    async fn create_refund(&self, refund: &crate::RefundRecord) -> Result<crate::CreateRefund> {
+        refunds::create_refund(&self.pool, refund).await
+    }
+
+    async fn get_refund(
+        &self,
+        mchid: &str,
+        out_refund_no: &str,
+    ) -> Result<Option<crate::RefundRecord>> {
+        refunds::get_refund(&self.pool, mchid, out_refund_no).await
+    }
+
+    async fn get_refund_by_id(&self, refund_id: &str) -> Result<Option<crate::RefundRecord>> {
+        refunds::get_refund_by_id(&self.pool, refund_id).await
+    }
+
+    async fn refunds_of(&self, transaction_id: &str) -> Result<Vec<crate::RefundRecord>> {
+        refunds::refunds_of(&self.pool, transaction_id).await
+    }
+
+    async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>> {
+        refunds::refunded_fen(&self.pool, transaction_id).await
+    }
+
+    async fn apply_refund_change(&self, change: &crate::RefundChange) -> Result<bool> {
+        refunds::apply_refund_change(&self.pool, change).await
+    }
+
+    async fn refunds_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        refunds::refunds_to_poll(&self.pool, polled_before, limit).await
+    }
+
+    async fn mark_refund_polled(&self, refund_id: &str, at: OffsetDateTime) -> Result<bool> {
+        refunds::mark_refund_polled(&self.pool, refund_id, at).await
     }
 }

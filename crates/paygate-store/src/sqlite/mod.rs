@@ -570,4 +570,82 @@ impl Store for SqliteStore {
             .read(move |c| ops::deliveries(c, &notification_id))
             .await
     }
+
+    // ---- refunds (ops/refunds.rs) ----
+
+    async fn create_refund(
+        &self,
+        refund: &crate::RefundRecord,
+    ) -> Result<crate::CreateRefund, StoreError> {
+        let refund = refund.clone();
+        self.threads
+            .write(move |c| ops::refunds::create_refund(c, &refund))
+            .await
+    }
+
+    async fn get_refund(
+        &self,
+        mchid: &str,
+        out_refund_no: &str,
+    ) -> Result<Option<crate::RefundRecord>, StoreError> {
+        let (mchid, out_refund_no) = (mchid.to_string(), out_refund_no.to_string());
+        self.threads
+            .read(move |c| ops::refunds::get_refund(c, &mchid, &out_refund_no))
+            .await
+    }
+
+    async fn get_refund_by_id(
+        &self,
+        refund_id: &str,
+    ) -> Result<Option<crate::RefundRecord>, StoreError> {
+        let refund_id = refund_id.to_string();
+        self.threads
+            .read(move |c| ops::refunds::get_refund_by_id(c, &refund_id))
+            .await
+    }
+
+    async fn refunds_of(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Vec<crate::RefundRecord>, StoreError> {
+        let transaction_id = transaction_id.to_string();
+        self.threads
+            .read(move |c| ops::refunds::refunds_of(c, &transaction_id))
+            .await
+    }
+
+    async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>, StoreError> {
+        let transaction_id = transaction_id.to_string();
+        self.threads
+            .read(move |c| ops::refunds::refunded_fen(c, &transaction_id))
+            .await
+    }
+
+    async fn apply_refund_change(&self, change: &crate::RefundChange) -> Result<bool, StoreError> {
+        let change = change.clone();
+        self.threads
+            .write(move |c| ops::refunds::apply_refund_change(c, &change))
+            .await
+    }
+
+    async fn refunds_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>, StoreError> {
+        self.threads
+            .read(move |c| ops::refunds::refunds_to_poll(c, polled_before, limit))
+            .await
+    }
+
+    async fn mark_refund_polled(
+        &self,
+        refund_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let refund_id = refund_id.to_string();
+        self.threads
+            .write(move |c| ops::refunds::mark_refund_polled(c, &refund_id, at).map(Done::keep))
+            .await
+    }
 }

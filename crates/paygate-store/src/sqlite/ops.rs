@@ -62,6 +62,9 @@ fn execute<P: Params>(conn: &Connection, sql: &str, params: P) -> Result<usize> 
         .map_err(sqlite_err)
 }
 
+// Refunds live in their own file; they share this file's helpers.
+pub(super) mod refunds;
+
 // ---- merchants ----
 
 pub(super) fn insert_merchant(

@@ -567,6 +567,125 @@ for (const backend of BACKENDS) {
       });
     }
 
+    describe('refunds (§4.7): the SDK as a merchant of the gateway', () => {
+      const refunds = (mch) => mch.wx.v3.refund.domestic.refunds;
+      const queryRefund = (mch, outRefundNo) => refunds(mch)._out_refund_no_.get({ out_refund_no: outRefundNo });
+
+      /** The REFUND.* notification about outRefundNo on `suffix`, verified and decrypted. */
+      const refundNotification = (mch, suffix, outRefundNo, eventType) => ctx.notify.waitFor(
+        (all) => all.find((n) => {
+          if (!n.path.endsWith(`/${suffix}`)) return false;
+          try {
+            const { env, resource } = mch.open(n);
+            return env.event_type === eventType && resource.out_refund_no === outRefundNo ? n : null;
+          } catch { return null; }
+        }),
+        15000,
+        `${eventType} for ${outRefundNo} on /notify/${suffix}`,
+      );
+
+      for (const mode of ['pubkey', 'cert']) {
+        it(`${mode}: create, idempotent repeat, query until SUCCESS; REFUND.SUCCESS carries the merchant's ids; the order is in REFUND`, async () => {
+          const suffix = `gw-refund-${mode}`;
+          const mch = new Merchant(ctx, ctx.kit, mode, suffix);
+          const t = await mch.paidOrder('native', { total: 1000 });
+          const outRefundNo = uniqueNo(`gwrf${mode[0]}`);
+          const body = {
+            out_trade_no: t.out_trade_no,
+            out_refund_no: outRefundNo,
+            reason: 'conformance',
+            notify_url: mch.notifyUrl,
+            amount: { refund: 300, total: 1000, currency: 'CNY' },
+          };
+          const created = await ok('refund create', refunds(mch).post(body));
+          assert.equal(created.status, 200);
+          assert.equal(created.headers['wechatpay-serial'], mch.expectedSerial, 'answer signed with the key the request selected');
+          const r = created.data;
+          assert.equal(r.out_refund_no, outRefundNo);
+          assert.equal(r.out_trade_no, t.out_trade_no, 'the merchant\'s out_trade_no');
+          assert.equal(r.transaction_id, t.transaction_id, 'the gateway\'s transaction_id');
+          assert.match(r.refund_id, /^\d{29}$/, 'refund_id in WeChat\'s 29-digit shape');
+          assert.ok(['PROCESSING', 'SUCCESS'].includes(r.status), `refund status ${r.status}`);
+          assert.equal(r.channel, 'ORIGINAL');
+          assert.equal(r.amount.refund, 300);
+          assert.equal(r.amount.total, 1000);
+          assert.equal(r.amount.currency, 'CNY');
+          assert.match(r.create_time, RFC3339, 'create_time');
+
+          const again = await ok('refund create again (same out_refund_no)', refunds(mch).post(body));
+          assert.equal(again.data.refund_id, r.refund_id, 'same out_refund_no refunds once (§4.7)');
+
+          const done = await pollUntil(
+            'refund to reach SUCCESS',
+            () => ok('refund query', queryRefund(mch, outRefundNo)),
+            (x) => x.data.status === 'SUCCESS',
+            20000,
+          );
+          assert.equal(done.data.refund_id, r.refund_id);
+          assert.match(done.data.success_time, RFC3339, 'success_time once SUCCESS');
+          assert.equal(done.headers['wechatpay-serial'], mch.expectedSerial);
+
+          const q = await ok('order query', mch.queryByOutTradeNo(t.out_trade_no));
+          assert.equal(q.data.trade_state, 'REFUND', 'a refunded order is in REFUND (§4.5)');
+
+          const rec = await refundNotification(mch, suffix, outRefundNo, 'REFUND.SUCCESS');
+          const { env, resource, serial } = mch.open(rec);
+          assert.equal(serial, mch.expectedSerial, 'signed with the key the merchant\'s prepay selected');
+          assert.equal(env.resource.original_type, 'refund');
+          assert.equal(env.summary, '退款成功');
+          assert.equal(resource.mchid, mch.m.mchid, 'the merchant\'s mchid, not the channel\'s');
+          assert.equal(resource.sp_mchid, undefined);
+          assert.equal(resource.sub_mchid, undefined);
+          assert.equal(resource.transaction_id, t.transaction_id);
+          assert.equal(resource.out_trade_no, t.out_trade_no);
+          assert.equal(resource.refund_id, r.refund_id);
+          assert.equal(resource.refund_status, 'SUCCESS', 'refund notifications use refund_status (§4.7)');
+          assert.match(resource.success_time, RFC3339);
+          assert.equal(resource.amount.refund, 300);
+          assert.equal(resource.amount.total, 1000);
+        });
+      }
+
+      it('partial refunds by transaction_id up to the paid amount; more -> 403 NOT_ENOUGH; other parameters under a used out_refund_no -> 400 INVALID_REQUEST', async () => {
+        const mch = new Merchant(ctx, ctx.kit, 'pubkey', 'gw-refund-partial');
+        const t = await mch.paidOrder('native', { total: 500 });
+        const first = uniqueNo('gwrfp');
+        await ok('refund 200 by transaction_id', refunds(mch).post({
+          transaction_id: t.transaction_id, out_refund_no: first, amount: { refund: 200, total: 500, currency: 'CNY' },
+        }));
+        await ok('refund the other 300', refunds(mch).post({
+          out_trade_no: t.out_trade_no, out_refund_no: uniqueNo('gwrfp'), amount: { refund: 300, total: 500, currency: 'CNY' },
+        }));
+        await apiError('a third refund of 1 fen', refunds(mch).post({
+          out_trade_no: t.out_trade_no, out_refund_no: uniqueNo('gwrfp'), amount: { refund: 1, total: 500, currency: 'CNY' },
+        }), 403, 'NOT_ENOUGH');
+        await apiError('the first out_refund_no with another amount', refunds(mch).post({
+          transaction_id: t.transaction_id, out_refund_no: first, amount: { refund: 201, total: 500, currency: 'CNY' },
+        }), 400, 'INVALID_REQUEST');
+        const q = await pollUntil(
+          'the first refund to reach SUCCESS',
+          () => ok('refund query', queryRefund(mch, first)),
+          (x) => x.data.status === 'SUCCESS',
+          20000,
+        );
+        assert.equal(q.data.amount.refund, 200);
+      });
+
+      it('an unpaid order -> 404 RESOURCE_NOT_EXISTS; a wrong amount.total -> 400 INVALID_REQUEST; an unknown out_refund_no -> 404 RESOURCE_NOT_EXISTS', async () => {
+        const mch = new Merchant(ctx, ctx.kit, 'cert', 'gw-refund-bad');
+        const unpaid = uniqueNo('gwrfu');
+        await ok('prepay', mch.prepay('native', { outTradeNo: unpaid }));
+        await apiError('refund of an unpaid order', refunds(mch).post({
+          out_trade_no: unpaid, out_refund_no: uniqueNo('gwrfu'), amount: { refund: 1, total: 101, currency: 'CNY' },
+        }), 404, 'RESOURCE_NOT_EXISTS');
+        const t = await mch.paidOrder('native', { total: 101 });
+        await apiError('refund with amount.total other than the order\'s', refunds(mch).post({
+          out_trade_no: t.out_trade_no, out_refund_no: uniqueNo('gwrfu'), amount: { refund: 1, total: 100, currency: 'CNY' },
+        }), 400, 'INVALID_REQUEST');
+        await apiError('query of an out_refund_no never used', queryRefund(mch, uniqueNo('gwrfnone')), 404, 'RESOURCE_NOT_EXISTS');
+      });
+    });
+
     describe('operator (admin API)', () => {
       const st = {};
 

@@ -1,0 +1,1002 @@
+//! Refunds on the gateway over HTTP, as a merchant's V3 client sees them, on SQLite and (when
+//! PAYGATE_TEST_DATABASE_URL is set) on PostgreSQL: partial and multiple refunds by either id,
+//! idempotency, 100 concurrent refunds of one order, the refusals (unpaid, wrong total, too
+//! late, not enough), risk control, the channel's ABNORMAL, refusals and timeouts, the signed
+//! and encrypted REFUND.* notification, and the poller settling a refund whose callback was lost.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use paygate_server::config::Config;
+use paygate_server::{RunningGateway, channel_mapping, merchants};
+use paygate_store::{RefundState, Store};
+use paygate_wxpay::client::{ClientError, KeyMode, WxClient};
+use paygate_wxpay::crypto::VerifyingKey;
+use paygate_wxpay::kit::MerchantKit;
+use paygate_wxpay::models::payments::Transaction;
+use paygate_wxpay::models::refunds::{Refund, RefundNotifyPayload, RefundStatus};
+use paygate_wxpay::notify::Notification;
+use paygate_wxpay::sign::ResponseSignature;
+use serde_json::{Value, json};
+
+struct Gw {
+    gw: RunningGateway,
+    kit: MerchantKit,
+    client: WxClient,
+    dir: std::path::PathBuf,
+    pg_schema: Option<(String, String)>,
+    http: reqwest::Client,
+}
+
+fn backends() -> Vec<Option<String>> {
+    let mut b = vec![None];
+    match std::env::var("PAYGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => b.push(Some(url)),
+        _ => eprintln!("PAYGATE_TEST_DATABASE_URL not set: PostgreSQL runs of this test skipped"),
+    }
+    b
+}
+
+async fn start(pg: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Gw {
+    let dir = std::env::temp_dir().join(format!("paygate-rf-{}", uuid::Uuid::new_v4()));
+    let mut config = Config {
+        data_dir: dir.clone(),
+        ..Config::default()
+    };
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.sandbox.time_scale = 1000;
+    config.workers.poll_interval_ms = 100_000; // 100 ms after scaling
+    config.workers.poll_min_age_ms = 100_000;
+    config.workers.outbox_interval_ms = 50;
+    config.operator_token = Some("operator-secret".into());
+    let mut pg_schema = None;
+    if let Some(url) = pg {
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        config.database_url = Some(format!("{url}{sep}schema={schema}"));
+        pg_schema = Some((url.to_string(), schema));
+    }
+    tweak(&mut config);
+    let gw = paygate_server::start(config).await.expect("gateway starts");
+    let channel = gw.state.channel(&gw.state.default_channel).unwrap();
+    let mapping = channel_mapping(channel.config(), None, None).unwrap();
+    let onboarded = merchants::onboard(
+        gw.state.store.as_ref(),
+        &gw.state.keys,
+        &gw.base_url,
+        merchants::NewMerchant {
+            name: "refund shop".into(),
+            cert_pem: None,
+            mapping,
+        },
+    )
+    .await
+    .unwrap();
+    let client = WxClient::from_kit(&onboarded.kit, KeyMode::PublicKey, 10_000).unwrap();
+    Gw {
+        gw,
+        kit: onboarded.kit,
+        client,
+        dir,
+        pg_schema,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Gw {
+    /// Stops the gateway, closes its store and drops its PostgreSQL schema, inside the test's
+    /// runtime (a blocking clean-up in Drop would starve the pool's own rollbacks).
+    async fn finish(mut self) {
+        self.gw.task.abort();
+        self.gw.state.store.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((url, schema)) = self.pg_schema.take() {
+            if let Err(e) = paygate_store::drop_postgres_schema(&url, &schema).await {
+                eprintln!("leaving schema {schema}: {e}");
+            }
+        }
+    }
+
+    fn mchid(&self) -> &str {
+        &self.kit.merchant.mchid
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.gw.state.store.as_ref()
+    }
+
+    async fn prepay(&self, no: &str, total: i64, notify_url: &str, openid: Option<&str>) {
+        let mut body = json!({"appid": self.kit.merchant.appid, "mchid": self.mchid(),
+            "description": "退款测试", "out_trade_no": no, "notify_url": notify_url,
+            "amount": {"total": total, "currency": "CNY"}});
+        let product = match openid {
+            Some(o) => {
+                body["payer"] = json!({"openid": o});
+                "jsapi"
+            }
+            None => "native",
+        };
+        let _: Value = self
+            .client
+            .post_json(&format!("/v3/pay/transactions/{product}"), &body)
+            .await
+            .unwrap();
+    }
+
+    /// A paid order: its gateway transaction id.
+    async fn paid(&self, no: &str, total: i64, notify_url: &str) -> String {
+        self.prepay(no, total, notify_url, None).await;
+        self.pay(no).await;
+        self.wait_trade_state(no, "SUCCESS")
+            .await
+            .transaction_id
+            .unwrap()
+    }
+
+    async fn pay(&self, no: &str) {
+        let resp = self
+            .http
+            .post(format!("{}sandbox/v1/pay", self.gw.base_url))
+            .json(&json!({"mchid": self.mchid(), "out_trade_no": no, "result": "SUCCESS"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    async fn query_order(&self, no: &str) -> Transaction {
+        self.client
+            .get_json(&format!(
+                "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
+                self.mchid()
+            ))
+            .await
+            .unwrap()
+    }
+
+    async fn wait_trade_state(&self, no: &str, state: &str) -> Transaction {
+        eventually(|| async {
+            let t = self.query_order(no).await;
+            (t.trade_state.as_str() == state).then_some(t)
+        })
+        .await
+    }
+
+    fn refund_body(&self, by: (&str, &str), out_refund_no: &str, refund: i64, total: i64) -> Value {
+        json!({by.0: by.1, "out_refund_no": out_refund_no, "reason": "商品已售完",
+               "amount": {"refund": refund, "total": total, "currency": "CNY"}})
+    }
+
+    async fn refund(&self, body: &Value) -> Result<Refund, ClientError> {
+        self.client
+            .post_json("/v3/refund/domestic/refunds", body)
+            .await
+    }
+
+    async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, ClientError> {
+        self.client
+            .get_json(&format!("/v3/refund/domestic/refunds/{out_refund_no}"))
+            .await
+    }
+
+    async fn wait_refund(&self, out_refund_no: &str, status: RefundStatus) -> Refund {
+        eventually(|| async {
+            let r = self.query_refund(out_refund_no).await.unwrap();
+            (r.status == status).then_some(r)
+        })
+        .await
+    }
+
+    /// The embedded simulator's sandbox API (fault injection on the channel account).
+    async fn channel_faults(&self, faults: Value) {
+        let sim = self.gw.sandbox.as_ref().unwrap();
+        let sp = &sim.partner.merchant.mchid;
+        let resp = self
+            .http
+            .put(format!("{}sandbox/v1/faults/{sp}", sim.base_url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}admin/v1/{path}", self.gw.base_url))
+            .bearer_auth("operator-secret")
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn api_error(r: Result<Refund, ClientError>) -> (u16, String) {
+    match r {
+        Err(ClientError::Api { status, code, .. }) => (status, code),
+        other => panic!("expected a V3 error, got {other:?}"),
+    }
+}
+
+async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+async fn receiver() -> Receiver {
+    let r = Receiver::default();
+    let got = Arc::clone(&r.got);
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let got = Arc::clone(&got);
+            async move {
+                got.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url: format!("http://{addr}/notify"),
+        ..r
+    }
+}
+
+impl Receiver {
+    /// Verified and opened notifications whose event type starts with `prefix`, once `n` came.
+    async fn events(
+        &self,
+        kit: &MerchantKit,
+        prefix: &str,
+        n: usize,
+    ) -> Vec<(Notification, Vec<u8>)> {
+        eventually(|| async {
+            let got = self.got.lock().unwrap().clone();
+            let opened: Vec<_> = got
+                .iter()
+                .map(|(headers, body)| open(kit, headers, body))
+                .filter(|(n, _)| n.event_type.starts_with(prefix))
+                .collect();
+            (opened.len() >= n).then_some(opened)
+        })
+        .await
+    }
+}
+
+/// Verifies the signature with the kit's platform public key and decrypts with its APIv3 key.
+fn open(kit: &MerchantKit, headers: &HeaderMap, body: &Bytes) -> (Notification, Vec<u8>) {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let sig = ResponseSignature::from_headers(header).unwrap();
+    assert_eq!(sig.serial, kit.merchant.platform_public_key_id);
+    sig.verify(
+        &VerifyingKey::from_spki_pem(&kit.pub_key_pem).unwrap(),
+        body,
+    )
+    .unwrap();
+    let envelope: Notification = serde_json::from_slice(body).unwrap();
+    let plaintext = envelope.open(kit.merchant.apiv3_key.as_bytes()).unwrap();
+    (envelope, plaintext)
+}
+
+fn out_no(p: &str) -> String {
+    format!("{p}{}", &uuid::Uuid::new_v4().simple().to_string()[..20])
+}
+
+#[tokio::test]
+async fn partial_and_multiple_refunds_by_either_id_up_to_the_paid_amount() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("P");
+        let tid = gw.paid(&no, 100, "https://e.com/n").await;
+
+        let first = gw
+            .refund(&gw.refund_body(("out_trade_no", &no), "rf-a1", 30, 100))
+            .await
+            .unwrap();
+        assert_eq!(first.status, RefundStatus::Processing);
+        assert_eq!(first.refund_id.len(), 29);
+        assert!(first.refund_id.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(first.transaction_id, tid, "the gateway's transaction id");
+        assert_eq!(first.out_trade_no, no, "the merchant's out_trade_no");
+        assert_eq!((first.amount.refund, first.amount.total), (30, 100));
+        // Accepted by the channel: the order is in refund.
+        assert_eq!(gw.query_order(&no).await.trade_state.as_str(), "REFUND");
+
+        let second = gw
+            .refund(&gw.refund_body(("transaction_id", &tid), "rf-a2", 70, 100))
+            .await
+            .unwrap();
+        assert_ne!(second.refund_id, first.refund_id);
+        assert_eq!(
+            api_error(
+                gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-a3", 1, 100))
+                    .await
+            ),
+            (403, "NOT_ENOUGH".into())
+        );
+        let done = gw.wait_refund("rf-a1", RefundStatus::Success).await;
+        assert_eq!(done.refund_id, first.refund_id);
+        assert!(done.success_time.is_some());
+        gw.wait_refund("rf-a2", RefundStatus::Success).await;
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(100));
+        let t = gw.query_order(&no).await;
+        assert_eq!(t.trade_state.as_str(), "REFUND");
+        assert_eq!(t.transaction_id.as_deref(), Some(tid.as_str()));
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn the_same_out_refund_no_is_the_same_refund_and_other_parameters_are_refused() {
+    for pg in backends() {
+        let gw = Arc::new(start(pg.as_deref(), |_| {}).await);
+        let no = out_no("I");
+        let tid = gw.paid(&no, 500, "https://e.com/n").await;
+        let other = out_no("O");
+        gw.paid(&other, 500, "https://e.com/n").await;
+        let body = gw.refund_body(("out_trade_no", &no), "rf-same", 120, 500);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (gw, body) = (Arc::clone(&gw), body.clone());
+                tokio::spawn(async move { gw.refund(&body).await.unwrap().refund_id })
+            })
+            .collect();
+        let mut ids = std::collections::HashSet::new();
+        for t in tasks {
+            ids.insert(t.await.unwrap());
+        }
+        assert_eq!(ids.len(), 1, "one refund for one out_refund_no");
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(120));
+        // The same key with another amount, or on another order: refused, nothing changes.
+        let changed = gw.refund_body(("out_trade_no", &no), "rf-same", 121, 500);
+        assert_eq!(
+            api_error(gw.refund(&changed).await),
+            (400, "INVALID_REQUEST".into())
+        );
+        let elsewhere = gw.refund_body(("out_trade_no", &other), "rf-same", 120, 500);
+        assert_eq!(
+            api_error(gw.refund(&elsewhere).await),
+            (400, "INVALID_REQUEST".into())
+        );
+        // Same request after it settled: the same refund, now SUCCESS.
+        gw.wait_refund("rf-same", RefundStatus::Success).await;
+        let again = gw.refund(&body).await.unwrap();
+        assert!(ids.contains(&again.refund_id));
+        assert_eq!(again.status, RefundStatus::Success);
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(120));
+        assert_eq!(gw.store().refunds_of(&tid).await.unwrap().len(), 1);
+        let Ok(gw) = Arc::try_unwrap(gw) else {
+            panic!("every task finished")
+        };
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn refund_never_exceeds_paid_amount_under_concurrency() {
+    for pg in backends() {
+        // Risk control decides on each, in the sandbox's `lists` enforcement: its velocity
+        // rules flag this burst of refunds to one new payer (REVIEW) and only a block list
+        // would refuse, so every refusal here is the amount guard's.
+        let gw = Arc::new(start(pg.as_deref(), |_| {}).await);
+        let no = out_no("C");
+        let total = 1000;
+        let tid = gw.paid(&no, total, "https://e.com/n").await;
+        let tasks: Vec<_> = (0..100i64)
+            .map(|i| {
+                let gw = Arc::clone(&gw);
+                let amount = 1 + (i * 37) % 60;
+                let body =
+                    gw.refund_body(("out_trade_no", &no), &format!("rf-c{i}"), amount, total);
+                tokio::spawn(async move { (amount, gw.refund(&body).await) })
+            })
+            .collect();
+        let (mut accepted_fen, mut accepted, mut refused) = (0, 0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                (amount, Ok(r)) => {
+                    assert_eq!(r.amount.refund, amount);
+                    accepted_fen += amount;
+                    accepted += 1;
+                }
+                (_, Err(ClientError::Api { status, code, .. })) => {
+                    assert_eq!((status, code.as_str()), (403, "NOT_ENOUGH"));
+                    refused += 1;
+                }
+                (_, Err(e)) => panic!("{e}"),
+            }
+        }
+        assert_eq!(accepted + refused, 100);
+        assert!(accepted_fen <= total, "refunded {accepted_fen} of {total}");
+        assert!(refused > 0, "the 100 ask for ~3,000 fen of 1,000");
+        assert!(
+            accepted_fen > total - 60,
+            "refusals only once less than 60 fen was left"
+        );
+        assert_eq!(
+            gw.store().refunded_fen(&tid).await.unwrap(),
+            Some(accepted_fen)
+        );
+        let stored = gw.store().refunds_of(&tid).await.unwrap();
+        assert_eq!(stored.len(), accepted);
+        assert_eq!(
+            stored.iter().map(|r| r.amount_fen).sum::<i64>(),
+            accepted_fen
+        );
+        // One risk decision per refund made (and one for the prepay); none for a refusal.
+        let metrics = gw
+            .http
+            .get(format!("{}metrics", gw.gw.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let decisions: usize = metrics
+            .lines()
+            .filter(|l| l.starts_with("paygate_risk_decisions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+            .sum();
+        assert_eq!(decisions, 1 + accepted, "{metrics}");
+        // And the channel refunds each exactly once: every one settles.
+        for r in &stored {
+            gw.wait_refund(&r.out_refund_no, RefundStatus::Success)
+                .await;
+        }
+        let Ok(gw) = Arc::try_unwrap(gw) else {
+            panic!("every task finished")
+        };
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn unpaid_unknown_late_and_mismatched_refunds_are_refused() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let unpaid = out_no("U");
+        gw.prepay(&unpaid, 100, "https://e.com/n", None).await;
+        let refund = |by: (&str, &str), rf: &str, amount: i64, total: i64| {
+            gw.refund_body(by, rf, amount, total)
+        };
+        assert_eq!(
+            api_error(
+                gw.refund(&refund(("out_trade_no", &unpaid), "rf-u", 10, 100))
+                    .await
+            ),
+            (404, "RESOURCE_NOT_EXISTS".into())
+        );
+        assert_eq!(
+            api_error(
+                gw.refund(&refund(("out_trade_no", "NOPE12345"), "rf-u", 10, 100))
+                    .await
+            ),
+            (404, "RESOURCE_NOT_EXISTS".into())
+        );
+        assert_eq!(
+            api_error(
+                gw.refund(&refund(
+                    ("transaction_id", "4200000000202601010000000000"),
+                    "rf-u",
+                    10,
+                    100
+                ))
+                .await
+            ),
+            (404, "RESOURCE_NOT_EXISTS".into())
+        );
+        let no = out_no("W");
+        let tid = gw.paid(&no, 100, "https://e.com/n").await;
+        assert_eq!(
+            api_error(
+                gw.refund(&refund(("out_trade_no", &no), "rf-w", 10, 99))
+                    .await
+            ),
+            (400, "INVALID_REQUEST".into()),
+            "amount.total is not the order's"
+        );
+        assert_eq!(
+            api_error(
+                gw.refund(&refund(("out_trade_no", &no), "rf-w", 101, 100))
+                    .await
+            ),
+            (400, "PARAM_ERROR".into()),
+            "more than the total"
+        );
+        let mut partner = refund(("out_trade_no", &no), "rf-w", 10, 100);
+        partner["sub_mchid"] = json!("1900000109");
+        assert_eq!(
+            api_error(gw.refund(&partner).await),
+            (403, "NO_AUTH".into())
+        );
+        // transaction_id and out_trade_no naming different orders: no such order.
+        let mut both = refund(("transaction_id", &tid), "rf-w", 10, 100);
+        both["out_trade_no"] = json!(unpaid);
+        assert_eq!(
+            api_error(gw.refund(&both).await),
+            (404, "RESOURCE_NOT_EXISTS".into())
+        );
+        assert_eq!(
+            api_error(gw.query_refund("rf-none").await),
+            (404, "RESOURCE_NOT_EXISTS".into())
+        );
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
+        assert!(gw.store().refunds_of(&tid).await.unwrap().is_empty());
+
+        // Paid 400 days ago (written straight to the store): out of the one-year window.
+        let old = old_paid_order(&gw).await;
+        assert_eq!(
+            api_error(
+                gw.refund(&refund(("out_trade_no", &old), "rf-old", 10, 100))
+                    .await
+            ),
+            (400, "INVALID_REQUEST".into())
+        );
+        gw.finish().await;
+    }
+}
+
+/// An order paid 400 days ago, as the store would hold it; its out_trade_no.
+async fn old_paid_order(gw: &Gw) -> String {
+    use paygate_store::{
+        AttemptChange, AttemptRecord, AttemptState, OrderChange, OrderRecord, OrderState,
+    };
+    let paid_at = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    let tid = paygate_core::ids::transaction_id(paid_at);
+    let no = out_no("OLD");
+    let order = OrderRecord {
+        transaction_id: tid.clone(),
+        mchid: gw.mchid().to_string(),
+        out_trade_no: no.clone(),
+        appid: gw.kit.merchant.appid.clone(),
+        trade_type: "NATIVE".into(),
+        state: OrderState::Notpay,
+        description: "old".into(),
+        attach: None,
+        notify_url: "https://e.com/n".into(),
+        total_fen: 100,
+        currency: "CNY".into(),
+        payer_openid: None,
+        time_expire: paid_at + time::Duration::hours(2),
+        fingerprint: "old".into(),
+        request_json: "{}".into(),
+        created_at: paid_at,
+        updated_at: paid_at,
+        success_time: None,
+        bank_type: None,
+        version: 0,
+    };
+    let attempt = AttemptRecord {
+        attempt_id: format!("{tid}01"),
+        transaction_id: tid.clone(),
+        seq: 1,
+        channel_id: gw.gw.state.default_channel.clone(),
+        state: AttemptState::Prepaid,
+        prepay_id: None,
+        code_url: None,
+        h5_url: None,
+        prepay_expires_at: None,
+        channel_transaction_id: None,
+        error_code: None,
+        error_message: None,
+        decision: None,
+        created_at: paid_at,
+        updated_at: paid_at,
+        last_polled_at: None,
+    };
+    gw.store().create_order(&order, &attempt).await.unwrap();
+    let change = OrderChange {
+        transaction_id: tid.clone(),
+        expected_state: OrderState::Notpay,
+        new_state: OrderState::Success,
+        success_time: Some(paid_at),
+        bank_type: None,
+        payer_openid: None,
+        updated_at: paid_at,
+        attempt: Some(AttemptChange::to(
+            &attempt.attempt_id,
+            &[AttemptState::Prepaid],
+            AttemptState::Paid,
+            paid_at,
+        )),
+        notification: None,
+        repair: None,
+    };
+    assert!(gw.store().apply_order_change(&change).await.unwrap());
+    no
+}
+
+#[tokio::test]
+async fn a_refund_notification_is_signed_encrypted_and_carries_the_merchants_ids() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let order_rx = receiver().await;
+        let refund_rx = receiver().await;
+        let no = out_no("N");
+        let tid = gw.paid(&no, 300, &order_rx.url).await;
+        // No notify_url on the first refund: the order's; the second names its own.
+        gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-n1", 100, 300))
+            .await
+            .unwrap();
+        let mut body = gw.refund_body(("out_trade_no", &no), "rf-n2", 200, 300);
+        body["notify_url"] = json!(refund_rx.url);
+        let created = gw.refund(&body).await.unwrap();
+
+        let got = refund_rx.events(&gw.kit, "REFUND.", 1).await;
+        let (envelope, plaintext) = &got[0];
+        assert_eq!(envelope.event_type, "REFUND.SUCCESS");
+        assert_eq!(envelope.resource.original_type, "refund");
+        assert_eq!(envelope.summary, "退款成功");
+        let p: RefundNotifyPayload = serde_json::from_slice(plaintext).unwrap();
+        assert_eq!(p.mchid.as_deref(), Some(gw.mchid()), "the merchant's mchid");
+        assert!(p.sp_mchid.is_none() && p.sub_mchid.is_none());
+        assert_eq!(p.transaction_id, tid);
+        assert_eq!(p.out_trade_no, no);
+        assert_eq!(p.refund_id, created.refund_id);
+        assert_eq!(p.out_refund_no, "rf-n2");
+        assert_eq!(p.refund_status, RefundStatus::Success);
+        assert!(p.success_time.is_some());
+        assert_eq!((p.amount.refund, p.amount.total), (200, 300));
+
+        let on_order_url = order_rx.events(&gw.kit, "REFUND.", 1).await;
+        let p: RefundNotifyPayload = serde_json::from_slice(&on_order_url[0].1).unwrap();
+        assert_eq!(p.out_refund_no, "rf-n1");
+        // One notification per final state: payment + two refunds on the order.
+        let (status, view) = gw.admin_get(&format!("orders/{tid}")).await;
+        assert_eq!(status, 200);
+        let events: Vec<&str> = view["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["notification"]["event_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            events.iter().filter(|e| **e == "REFUND.SUCCESS").count(),
+            2,
+            "{events:?}"
+        );
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn an_abnormal_refund_is_notified_and_keeps_its_amount() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        let no = out_no("A");
+        let tid = gw.paid(&no, 100, &rx.url).await;
+        gw.channel_faults(json!({"refund_abnormal_rate_ppm": 1_000_000}))
+            .await;
+        gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-ab", 100, 100))
+            .await
+            .unwrap();
+        let r = gw.wait_refund("rf-ab", RefundStatus::Abnormal).await;
+        assert_eq!(r.success_time, None);
+        let got = rx.events(&gw.kit, "REFUND.", 1).await;
+        assert_eq!(got[0].0.event_type, "REFUND.ABNORMAL");
+        assert_eq!(got[0].0.summary, "退款异常");
+        let p: RefundNotifyPayload = serde_json::from_slice(&got[0].1).unwrap();
+        assert_eq!(p.refund_status, RefundStatus::Abnormal);
+        // The money is still owed to the payer: nothing more can be refunded.
+        gw.channel_faults(json!({})).await;
+        assert_eq!(
+            api_error(
+                gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-ab2", 1, 100))
+                    .await
+            ),
+            (403, "NOT_ENOUGH".into())
+        );
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(100));
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn the_poller_settles_a_refund_whose_callback_was_dropped() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        let no = out_no("D");
+        let tid = gw.paid(&no, 100, &rx.url).await;
+        gw.channel_faults(json!({"notify": {"drop_rate_ppm": 1_000_000}}))
+            .await;
+        gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-drop", 60, 100))
+            .await
+            .unwrap();
+        // Only the poller can learn it: the channel's callbacks never arrive and the merchant's
+        // query reads the store.
+        let r = gw.wait_refund("rf-drop", RefundStatus::Success).await;
+        assert!(r.success_time.is_some());
+        let stored = gw.store().refunds_of(&tid).await.unwrap();
+        assert_eq!(stored[0].state, RefundState::Success);
+        assert!(stored[0].last_polled_at.is_some(), "settled by the poller");
+        let got = rx.events(&gw.kit, "REFUND.", 1).await;
+        assert_eq!(got[0].0.event_type, "REFUND.SUCCESS");
+        let sim = gw.gw.sandbox.as_ref().unwrap();
+        let log: Value = gw
+            .http
+            .get(format!("{}sandbox/v1/notifications", sim.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            log.as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["event_type"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("REFUND")))
+                .all(|d| d["acked"] == false),
+            "no refund callback reached the gateway: {log}"
+        );
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_refund_the_channel_refuses_ends_closed_and_gives_the_amount_back() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("R");
+        let tid = gw.paid(&no, 100, "https://e.com/n").await;
+        gw.channel_faults(
+            json!({"errors": [{"code": "USER_ACCOUNT_ABNORMAL", "rate_ppm": 1_000_000}],
+                                 "operations": ["refund"]}),
+        )
+        .await;
+        let body = gw.refund_body(("out_trade_no", &no), "rf-no", 100, 100);
+        assert_eq!(
+            api_error(gw.refund(&body).await),
+            (403, "USER_ACCOUNT_ABNORMAL".into())
+        );
+        let stored = gw.store().refunds_of(&tid).await.unwrap();
+        assert_eq!(stored[0].state, RefundState::Closed);
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
+        // The order never went into refund; for the merchant the refund does not exist, and
+        // its out_refund_no answers with the refusal again.
+        assert_eq!(gw.query_order(&no).await.trade_state.as_str(), "SUCCESS");
+        assert_eq!(
+            api_error(gw.query_refund("rf-no").await),
+            (404, "RESOURCE_NOT_EXISTS".into())
+        );
+        gw.channel_faults(json!({})).await;
+        assert_eq!(
+            api_error(gw.refund(&body).await),
+            (403, "USER_ACCOUNT_ABNORMAL".into())
+        );
+        // The amount is there again for a new refund.
+        let r = gw
+            .refund(&gw.refund_body(("out_trade_no", &no), "rf-yes", 100, 100))
+            .await
+            .unwrap();
+        assert_eq!(r.amount.refund, 100);
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_channel_timeout_is_settled_by_asking_the_channel_not_by_refunding_twice() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |c| c.sandbox.channel_timeout_ms = 400).await;
+        let no = out_no("T");
+        let tid = gw.paid(&no, 100, "https://e.com/n").await;
+        gw.channel_faults(json!({"timeout_rate_ppm": 1_000_000, "timeout_ms": 1500,
+                                 "operations": ["refund"], "notify": {"drop_rate_ppm": 1_000_000}}))
+            .await;
+        // Processed at the channel, answer withheld; the query that follows times out too, and
+        // the channel's callbacks are lost: only asking the channel can tell.
+        let retried = gw.refund_body(("out_trade_no", &no), "rf-t1", 40, 100);
+        assert_eq!(
+            api_error(gw.refund(&retried).await),
+            (500, "SYSTEM_ERROR".into())
+        );
+        let left_alone = gw.refund_body(("out_trade_no", &no), "rf-t2", 60, 100);
+        assert_eq!(
+            api_error(gw.refund(&left_alone).await),
+            (500, "SYSTEM_ERROR".into())
+        );
+        assert_eq!(
+            gw.store().refunded_fen(&tid).await.unwrap(),
+            Some(100),
+            "reserved, not lost"
+        );
+        assert_eq!(
+            gw.query_order(&no).await.trade_state.as_str(),
+            "SUCCESS",
+            "not known to be accepted"
+        );
+        gw.channel_faults(json!({"notify": {"drop_rate_ppm": 1_000_000}}))
+            .await;
+        // The merchant's retry: the same refund, found at the channel.
+        let r = gw.refund(&retried).await.unwrap();
+        let ids: Vec<String> = gw
+            .store()
+            .refunds_of(&tid)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.refund_id)
+            .collect();
+        assert!(ids.contains(&r.refund_id));
+        // The other one is settled by the poller alone.
+        gw.wait_refund("rf-t2", RefundStatus::Success).await;
+        gw.wait_refund("rf-t1", RefundStatus::Success).await;
+        assert_eq!(gw.store().refunds_of(&tid).await.unwrap().len(), 2);
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(100));
+        assert_eq!(gw.query_order(&no).await.trade_state.as_str(), "REFUND");
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn risk_control_denies_a_refund_before_the_channel_and_keeps_the_decision() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let openid = "oRefundBlocked00000000000000";
+        let no = out_no("K");
+        gw.prepay(&no, 100, "https://e.com/n", Some(openid)).await;
+        let resp = gw
+            .http
+            .post(format!("{}sandbox/v1/pay", gw.gw.base_url))
+            .json(&json!({"mchid": gw.mchid(), "out_trade_no": no, "result": "SUCCESS", "openid": openid}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let tid = gw
+            .wait_trade_state(&no, "SUCCESS")
+            .await
+            .transaction_id
+            .unwrap();
+        // The payer is blocked after paying (a chargeback, say): refunds to them stop.
+        let engine = gw
+            .gw
+            .state
+            .risk
+            .clone()
+            .expect("risk control is on by default");
+        engine.set_lists(paygate_risk::Lists::new(vec![paygate_risk::ListEntry {
+            kind: paygate_risk::ListKind::Block,
+            entity: paygate_risk::ListEntity::Payer,
+            value: engine.payer_key(openid),
+            expires_at: None,
+            reason: "test chargeback".into(),
+        }]));
+        assert_eq!(
+            api_error(
+                gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-risk", 50, 100))
+                    .await
+            ),
+            (403, "RULE_LIMIT".into())
+        );
+        assert!(
+            gw.store().refunds_of(&tid).await.unwrap().is_empty(),
+            "nothing created"
+        );
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
+        let (status, kept) = gw
+            .admin_get(&format!("risk/decisions/{}/rf-risk", gw.mchid()))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(kept[0]["kind"], "REFUND");
+        assert_eq!(kept[0]["action"], "DENY");
+        assert_eq!(kept[0]["transaction_id"], tid.as_str());
+        assert!(
+            kept[0]["fired_json"]
+                .as_str()
+                .unwrap()
+                .contains("LIST-BLOCK-PAYER")
+        );
+        // Unblocked, the same request goes through.
+        engine.set_lists(paygate_risk::Lists::new(Vec::new()));
+        gw.refund(&gw.refund_body(("out_trade_no", &no), "rf-risk", 50, 100))
+            .await
+            .unwrap();
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unverified_refund_callback_is_not_trusted_and_the_channel_is_asked() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("F");
+        let tid = gw.paid(&no, 100, "https://e.com/n").await;
+        // The channel will end this refund ABNORMAL, and drops its callbacks.
+        gw.channel_faults(json!({"refund_abnormal_rate_ppm": 1_000_000,
+                                 "notify": {"drop_rate_ppm": 1_000_000}}))
+            .await;
+        let created = gw
+            .refund(&gw.refund_body(("out_trade_no", &no), "rf-forged", 100, 100))
+            .await
+            .unwrap();
+        let stored = gw.store().refunds_of(&tid).await.unwrap().remove(0);
+        // A REFUND.SUCCESS sealed with the channel's APIv3 key but signed by a stranger.
+        let sim = gw.gw.sandbox.as_ref().unwrap();
+        let payload = json!({"sp_mchid": sim.partner.merchant.mchid, "transaction_id": "4200000000000000000000000001",
+            "out_trade_no": stored.attempt_id, "refund_id": "50300000000000000000000000001",
+            "out_refund_no": stored.refund_id, "refund_status": "SUCCESS",
+            "success_time": "2026-11-30T10:00:00+08:00",
+            "amount": {"total": 100, "refund": 100, "payer_total": 100, "payer_refund": 100}});
+        let sealed = Notification::seal(
+            paygate_wxpay::crypto::aead::AeadAlgorithm::Aes256Gcm,
+            sim.partner.merchant.apiv3_key.as_bytes(),
+            "REFUND.SUCCESS",
+            "退款成功",
+            "refund",
+            "refund",
+            payload.to_string().as_bytes(),
+            uuid::Uuid::new_v4().to_string(),
+            "2026-11-30T10:00:00+08:00".into(),
+        )
+        .unwrap();
+        let body = serde_json::to_vec(&sealed).unwrap();
+        let stranger = paygate_wxpay::crypto::SigningKey::generate(
+            paygate_wxpay::crypto::SignatureScheme::Rsa2048Sha256,
+        )
+        .unwrap();
+        let signed = paygate_wxpay::sign::sign_response(
+            &stranger,
+            &sim.partner.merchant.platform_public_key_id,
+            &body,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        let mut req = gw
+            .http
+            .post(format!("{}callbacks/wxpay/sandbox", gw.gw.base_url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        for (name, value) in signed.headers() {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        // What the channel says (ABNORMAL) stands, not what the forgery claimed.
+        let r = gw.wait_refund("rf-forged", RefundStatus::Abnormal).await;
+        assert_eq!(r.refund_id, created.refund_id);
+        assert_eq!(r.success_time, None);
+        gw.finish().await;
+    }
+}
