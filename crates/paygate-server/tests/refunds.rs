@@ -6,104 +6,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use paygate_server::config::Config;
-use paygate_server::{RunningGateway, channel_mapping, merchants};
 use paygate_store::{RefundState, Store};
-use paygate_wxpay::client::{ClientError, KeyMode, WxClient};
+use paygate_wxpay::client::ClientError;
 use paygate_wxpay::crypto::VerifyingKey;
 use paygate_wxpay::kit::MerchantKit;
-use paygate_wxpay::models::payments::Transaction;
 use paygate_wxpay::models::refunds::{Refund, RefundNotifyPayload, RefundStatus};
 use paygate_wxpay::notify::Notification;
 use paygate_wxpay::sign::ResponseSignature;
 use serde_json::{Value, json};
 
-struct Gw {
-    gw: RunningGateway,
-    kit: MerchantKit,
-    client: WxClient,
-    dir: std::path::PathBuf,
-    pg_schema: Option<(String, String)>,
-    http: reqwest::Client,
-}
+mod common;
 
-fn backends() -> Vec<Option<String>> {
-    let mut b = vec![None];
-    match std::env::var("PAYGATE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => b.push(Some(url)),
-        _ => eprintln!("PAYGATE_TEST_DATABASE_URL not set: PostgreSQL runs of this test skipped"),
-    }
-    b
-}
-
-async fn start(pg: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Gw {
-    let dir = std::env::temp_dir().join(format!("paygate-rf-{}", uuid::Uuid::new_v4()));
-    let mut config = Config {
-        data_dir: dir.clone(),
-        ..Config::default()
-    };
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.sandbox.time_scale = 1000;
-    config.workers.poll_interval_ms = 100_000; // 100 ms after scaling
-    config.workers.poll_min_age_ms = 100_000;
-    config.workers.outbox_interval_ms = 50;
-    config.operator_token = Some("operator-secret".into());
-    let mut pg_schema = None;
-    if let Some(url) = pg {
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let sep = if url.contains('?') { '&' } else { '?' };
-        config.database_url = Some(format!("{url}{sep}schema={schema}"));
-        pg_schema = Some((url.to_string(), schema));
-    }
-    tweak(&mut config);
-    let gw = paygate_server::start(config).await.expect("gateway starts");
-    let channel = gw.state.channel(&gw.state.default_channel).unwrap();
-    let mapping = channel_mapping(channel.config(), None, None).unwrap();
-    let onboarded = merchants::onboard(
-        gw.state.store.as_ref(),
-        &gw.state.keys,
-        &gw.base_url,
-        merchants::NewMerchant {
-            name: "refund shop".into(),
-            cert_pem: None,
-            mapping,
-        },
-    )
-    .await
-    .unwrap();
-    let client = WxClient::from_kit(&onboarded.kit, KeyMode::PublicKey, 10_000).unwrap();
-    Gw {
-        gw,
-        kit: onboarded.kit,
-        client,
-        dir,
-        pg_schema,
-        http: reqwest::Client::new(),
-    }
-}
+use common::*;
 
 impl Gw {
-    /// Stops the gateway, closes its store and drops its PostgreSQL schema, inside the test's
-    /// runtime (a blocking clean-up in Drop would starve the pool's own rollbacks).
-    async fn finish(mut self) {
-        self.gw.task.abort();
-        self.gw.state.store.close().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some((url, schema)) = self.pg_schema.take() {
-            if let Err(e) = paygate_store::drop_postgres_schema(&url, &schema).await {
-                eprintln!("leaving schema {schema}: {e}");
-            }
-        }
-    }
-
-    fn mchid(&self) -> &str {
-        &self.kit.merchant.mchid
-    }
-
     fn store(&self) -> &dyn Store {
         self.gw.state.store.as_ref()
     }
@@ -130,39 +49,7 @@ impl Gw {
     async fn paid(&self, no: &str, total: i64, notify_url: &str) -> String {
         self.prepay(no, total, notify_url, None).await;
         self.pay(no).await;
-        self.wait_trade_state(no, "SUCCESS")
-            .await
-            .transaction_id
-            .unwrap()
-    }
-
-    async fn pay(&self, no: &str) {
-        let resp = self
-            .http
-            .post(format!("{}sandbox/v1/pay", self.gw.base_url))
-            .json(&json!({"mchid": self.mchid(), "out_trade_no": no, "result": "SUCCESS"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    }
-
-    async fn query_order(&self, no: &str) -> Transaction {
-        self.client
-            .get_json(&format!(
-                "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
-                self.mchid()
-            ))
-            .await
-            .unwrap()
-    }
-
-    async fn wait_trade_state(&self, no: &str, state: &str) -> Transaction {
-        eventually(|| async {
-            let t = self.query_order(no).await;
-            (t.trade_state.as_str() == state).then_some(t)
-        })
-        .await
+        self.wait_state(no, "SUCCESS").await.transaction_id.unwrap()
     }
 
     fn refund_body(&self, by: (&str, &str), out_refund_no: &str, refund: i64, total: i64) -> Value {
@@ -189,58 +76,12 @@ impl Gw {
         })
         .await
     }
-
-    /// The embedded simulator's sandbox API (fault injection on the channel account).
-    async fn channel_faults(&self, faults: Value) {
-        let sim = self.gw.sandbox.as_ref().unwrap();
-        let sp = &sim.partner.merchant.mchid;
-        let resp = self
-            .http
-            .put(format!("{}sandbox/v1/faults/{sp}", sim.base_url))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-
-    async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}admin/v1/{path}", self.gw.base_url))
-            .bearer_auth("operator-secret")
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
-    }
 }
 
 fn api_error(r: Result<Refund, ClientError>) -> (u16, String) {
     match r {
         Err(ClientError::Api { status, code, .. }) => (status, code),
         other => panic!("expected a V3 error, got {other:?}"),
-    }
-}
-
-async fn eventually<T, F, Fut>(mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -313,10 +154,6 @@ fn open(kit: &MerchantKit, headers: &HeaderMap, body: &Bytes) -> (Notification, 
     (envelope, plaintext)
 }
 
-fn out_no(p: &str) -> String {
-    format!("{p}{}", &uuid::Uuid::new_v4().simple().to_string()[..20])
-}
-
 #[tokio::test]
 async fn partial_and_multiple_refunds_by_either_id_up_to_the_paid_amount() {
     for pg in backends() {
@@ -335,7 +172,7 @@ async fn partial_and_multiple_refunds_by_either_id_up_to_the_paid_amount() {
         assert_eq!(first.out_trade_no, no, "the merchant's out_trade_no");
         assert_eq!((first.amount.refund, first.amount.total), (30, 100));
         // Accepted by the channel: the order is in refund.
-        assert_eq!(gw.query_order(&no).await.trade_state.as_str(), "REFUND");
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "REFUND");
 
         let second = gw
             .refund(&gw.refund_body(("transaction_id", &tid), "rf-a2", 70, 100))
@@ -354,7 +191,7 @@ async fn partial_and_multiple_refunds_by_either_id_up_to_the_paid_amount() {
         assert!(done.success_time.is_some());
         gw.wait_refund("rf-a2", RefundStatus::Success).await;
         assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(100));
-        let t = gw.query_order(&no).await;
+        let t = gw.query(&no).await;
         assert_eq!(t.trade_state.as_str(), "REFUND");
         assert_eq!(t.transaction_id.as_deref(), Some(tid.as_str()));
         gw.finish().await;
@@ -678,7 +515,9 @@ async fn a_refund_notification_is_signed_encrypted_and_carries_the_merchants_ids
         let p: RefundNotifyPayload = serde_json::from_slice(&on_order_url[0].1).unwrap();
         assert_eq!(p.out_refund_no, "rf-n1");
         // One notification per final state: payment + two refunds on the order.
-        let (status, view) = gw.admin_get(&format!("orders/{tid}")).await;
+        let (status, view) = gw
+            .admin(reqwest::Method::GET, &format!("orders/{tid}"))
+            .await;
         assert_eq!(status, 200);
         let events: Vec<&str> = view["notifications"]
             .as_array()
@@ -794,7 +633,7 @@ async fn a_refund_the_channel_refuses_ends_closed_and_gives_the_amount_back() {
         assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
         // The order never went into refund; for the merchant the refund does not exist, and
         // its out_refund_no answers with the refusal again.
-        assert_eq!(gw.query_order(&no).await.trade_state.as_str(), "SUCCESS");
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "SUCCESS");
         assert_eq!(
             api_error(gw.query_refund("rf-no").await),
             (404, "RESOURCE_NOT_EXISTS".into())
@@ -841,7 +680,7 @@ async fn a_channel_timeout_is_settled_by_asking_the_channel_not_by_refunding_twi
             "reserved, not lost"
         );
         assert_eq!(
-            gw.query_order(&no).await.trade_state.as_str(),
+            gw.query(&no).await.trade_state.as_str(),
             "SUCCESS",
             "not known to be accepted"
         );
@@ -863,7 +702,7 @@ async fn a_channel_timeout_is_settled_by_asking_the_channel_not_by_refunding_twi
         gw.wait_refund("rf-t1", RefundStatus::Success).await;
         assert_eq!(gw.store().refunds_of(&tid).await.unwrap().len(), 2);
         assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(100));
-        assert_eq!(gw.query_order(&no).await.trade_state.as_str(), "REFUND");
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "REFUND");
         gw.finish().await;
     }
 }
@@ -883,11 +722,7 @@ async fn risk_control_denies_a_refund_before_the_channel_and_keeps_the_decision(
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-        let tid = gw
-            .wait_trade_state(&no, "SUCCESS")
-            .await
-            .transaction_id
-            .unwrap();
+        let tid = gw.wait_state(&no, "SUCCESS").await.transaction_id.unwrap();
         // The payer is blocked after paying (a chargeback, say): refunds to them stop.
         let engine = gw
             .gw
@@ -915,7 +750,10 @@ async fn risk_control_denies_a_refund_before_the_channel_and_keeps_the_decision(
         );
         assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
         let (status, kept) = gw
-            .admin_get(&format!("risk/decisions/{}/rf-risk", gw.mchid()))
+            .admin(
+                reqwest::Method::GET,
+                &format!("risk/decisions/{}/rf-risk", gw.mchid()),
+            )
             .await;
         assert_eq!(status, 200);
         assert_eq!(kept[0]["kind"], "REFUND");
