@@ -14,6 +14,7 @@
 pub mod aead;
 pub mod cert;
 pub mod hash;
+pub mod oaep;
 pub mod rsa;
 pub mod sm2;
 
