@@ -125,7 +125,7 @@ impl WxChannel {
         &self.inner.config
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         request: &WireRequest,
     ) -> Result<paygate_wxpay::client::WxResponse, ChannelError> {

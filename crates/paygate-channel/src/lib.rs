@@ -41,6 +41,7 @@ pub mod callback;
 pub mod channel;
 pub mod config;
 pub mod error;
+pub mod profitsharing;
 pub mod transform;
 
 pub use callback::{CallbackError, CallbackEvent};
@@ -48,4 +49,5 @@ pub use channel::{CloseOutcome, WxChannel};
 pub use config::{ChannelConfig, ChannelKind, ConfigError};
 pub use error::{ChannelError, ErrorAction};
 pub use paygate_wxpay::paysign::{AppPayParams, JsapiPayParams};
+pub use profitsharing::{ChannelReceiver, ChannelShare, ChannelShareReturn, ShareReceiverCall};
 pub use transform::{ChannelPrepay, ChannelRefund, PrepayCredential, SubMerchant};
