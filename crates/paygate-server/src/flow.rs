@@ -819,6 +819,7 @@ pub async fn apply_channel_transaction(
                     attempt: None,
                     notification: None,
                     repair: None,
+                    ledger: None,
                 };
                 if !app
                     .store
@@ -918,6 +919,7 @@ fn paid_change(
             delivered_at: None,
         }),
         repair,
+        ledger: None,
     }
 }
 
@@ -1013,6 +1015,7 @@ pub async fn close(
             attempt: None,
             notification: None,
             repair: None,
+            ledger: None,
         };
         if app
             .store

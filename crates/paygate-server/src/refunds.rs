@@ -288,6 +288,11 @@ pub async fn create(
         CreateRefund::Exists(existing) => again(app, merchant, *existing, &fingerprint).await,
         CreateRefund::NotEnough { refundable_fen } => Err(not_enough(refundable_fen)),
         CreateRefund::OrderNotPaid => Err(order_not_found()),
+        // The ledger: neither the merchant's pending takings nor its available balance cover it.
+        CreateRefund::BalanceShort => Err(ApiError::new(
+            ErrorCode::NotEnough,
+            "商户余额不足，请充值后重试",
+        )),
     }
 }
 

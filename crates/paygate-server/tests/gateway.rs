@@ -592,6 +592,7 @@ async fn a_payment_after_a_close_becomes_success_with_a_repair_record() {
             attempt: None,
             notification: None,
             repair: None,
+            ledger: None,
         };
         assert!(store.apply_order_change(&change).await.unwrap());
         let tx: Transaction = serde_json::from_value(json!({

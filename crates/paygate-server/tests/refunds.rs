@@ -438,6 +438,8 @@ async fn old_paid_order(gw: &Gw) -> String {
         success_time: None,
         bank_type: None,
         version: 0,
+        pricing: Default::default(),
+        profit_sharing: false,
     };
     let attempt = AttemptRecord {
         attempt_id: format!("{tid}01"),
@@ -474,6 +476,7 @@ async fn old_paid_order(gw: &Gw) -> String {
         )),
         notification: None,
         repair: None,
+        ledger: None,
     };
     assert!(gw.store().apply_order_change(&change).await.unwrap());
     no

@@ -49,6 +49,8 @@ fn order(transaction_id: &str) -> (OrderRecord, AttemptRecord) {
         success_time: None,
         bank_type: None,
         version: 0,
+        pricing: Default::default(),
+        profit_sharing: false,
     };
     let a = AttemptRecord {
         attempt_id: format!("{transaction_id}-1"),
@@ -104,6 +106,7 @@ fn paid(transaction_id: &str) -> OrderChange {
             delivered_at: None,
         }),
         repair: None,
+        ledger: None,
     }
 }
 

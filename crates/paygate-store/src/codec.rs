@@ -16,7 +16,8 @@ pub(crate) const PLATFORM_KEY_COLS: &str =
     "key_id, kind, private_key_pem, certificate_pem, created_at";
 pub(crate) const ORDER_COLS: &str = "transaction_id, mchid, out_trade_no, appid, trade_type, state, description, \
      attach, notify_url, total_fen, currency, payer_openid, time_expire, fingerprint, request_json, created_at, \
-     updated_at, success_time, bank_type, version";
+     updated_at, success_time, bank_type, version, fee_rate_ppm, fee_fen, channel_cost_ppm, channel_cost_fen, \
+     profit_sharing";
 /// Number of columns in [`ORDER_COLS`]: where the attempt starts in a joined row.
 pub(crate) const ORDER_COL_COUNT: usize = 20;
 pub(crate) const ATTEMPT_COLS: &str = "attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, \
@@ -223,6 +224,13 @@ pub(crate) fn order(r: &impl Cols, at: usize) -> Result<OrderRecord, StoreError>
         success_time: r.opt_time(at + 17)?,
         bank_type: r.opt_text(at + 18)?,
         version: r.int(at + 19)?,
+        pricing: crate::OrderPricing {
+            fee_rate_ppm: r.int(at + 20)?,
+            fee_fen: r.int(at + 21)?,
+            channel_cost_ppm: r.int(at + 22)?,
+            channel_cost_fen: r.int(at + 23)?,
+        },
+        profit_sharing: r.int(at + 24)? != 0,
     })
 }
 

@@ -22,6 +22,7 @@
 //! ```
 
 mod codec;
+pub mod ledger;
 mod migrate;
 pub mod postgres;
 pub mod records;
@@ -50,6 +51,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("bad database URL: {0}")]
     BadUrl(String),
+    /// The ledger refused a posting (`exceeds_credits`, a replay with other fields, ...):
+    /// the business fact it belonged to was not written. See [`ledger`].
+    #[error("ledger: {0}")]
+    Ledger(paygate_ledger::LedgerError),
 }
 
 /// What [`Store::create_order`] found.
@@ -244,6 +249,62 @@ pub trait Store: Send + Sync + 'static {
         transaction_id: &str,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
     async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+    // ---- the ledger and its journal (see `ledger.rs`; helper LEDGER) ----
+    /// Applies one posting in a transaction of its own (a fact with no other row: tests, an
+    /// operator's adjustment). Business facts put theirs in their own change instead
+    /// (`OrderChange::ledger`; refunds reserve, post and void inside the store).
+    async fn post_ledger(
+        &self,
+        posting: &paygate_ledger::Posting,
+        at: OffsetDateTime,
+    ) -> Result<paygate_ledger::Applied, StoreError>;
+    /// Accounts of one owner (an mchid, a channel id, `platform`, a receiver key), or all.
+    async fn ledger_accounts(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<paygate_ledger::Account>, StoreError>;
+    async fn ledger_account(
+        &self,
+        id: paygate_ledger::AccountId,
+    ) -> Result<Option<paygate_ledger::Account>, StoreError>;
+    async fn ledger_transfer(
+        &self,
+        id: paygate_ledger::TransferId,
+    ) -> Result<Option<ledger::LedgerTransferRow>, StoreError>;
+    /// Transfers whose business reference (`user_data`) is `reference`, in insert order.
+    async fn ledger_transfers_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<ledger::LedgerTransferRow>, StoreError>;
+    /// Sequenced transfers from leaf `from_index` on, in leaf order, at most `limit`
+    /// (capped at [`ledger::JOURNAL_PAGE_MAX`]).
+    async fn journal_entries(
+        &self,
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<ledger::LedgerTransferRow>, StoreError>;
+    /// Transfers not sequenced yet with `seq > after_seq`, in seq order, at most `limit`.
+    async fn unsequenced_transfers(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ledger::LedgerTransferRow>, StoreError>;
+    /// The newest signed checkpoints, newest first.
+    async fn ledger_checkpoints(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<ledger::CheckpointRecord>, StoreError>;
+    /// The journal integrator: gives up to `batch_max` unsequenced transfers their leaves in
+    /// `seq` order and stores a checkpoint of the new size signed by `signer` (whose key the
+    /// database never holds). One integrator at a time, across nodes.
+    async fn integrate_journal(
+        &self,
+        signer: std::sync::Arc<paygate_ledger::NoteSigner>,
+        origin: &str,
+        batch_max: u32,
+        now: OffsetDateTime,
+    ) -> Result<ledger::Integrated, StoreError>;
+
 
     /// Closes the store's database connections and waits until they are closed: PostgreSQL
     /// closes its pool (calls made afterwards fail); SQLite has nothing to wait for (dropping

@@ -36,6 +36,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "refunds",
         sql: include_str!("../migrations/sqlite/0005_refunds.sql"),
     },
+    Migration {
+        version: 6,
+        name: "ledger",
+        sql: include_str!("../migrations/sqlite/0006_ledger.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -63,6 +68,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "refunds",
         sql: include_str!("../migrations/postgres/0005_refunds.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "ledger",
+        sql: include_str!("../migrations/postgres/0006_ledger.sql"),
     },
 ];
 

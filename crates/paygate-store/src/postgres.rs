@@ -46,6 +46,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 
 // Refunds live in their own file; they share this file's helpers.
 mod refunds;
+// The ledger and its journal (helper LEDGER).
+pub(crate) mod ledger;
 
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -500,6 +502,10 @@ async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<
     if let Some(r) = &c.repair {
         insert_repair(conn, r).await?;
     }
+    if let Some(posting) = &c.ledger {
+        // A refusal is an error: the caller rolls the whole change back.
+        ledger::apply_posting(conn, posting, crate::ledger::now_ms(c.updated_at)).await?;
+    }
     Ok(true)
 }
 
@@ -703,7 +709,8 @@ impl Store for PgStore {
             "WITH new_order AS (
                  INSERT INTO orders (transaction_id, mchid, out_trade_no, appid, trade_type, state,
                      description, attach, notify_url, total_fen, currency, payer_openid, time_expire,
-                     fingerprint, request_json, created_at, updated_at, success_time, bank_type, version)
+                     fingerprint, request_json, created_at, updated_at, success_time, bank_type, version,
+                     fee_rate_ppm, fee_fen, channel_cost_ppm, channel_cost_fen, profit_sharing)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                      $19, $20)
                  ON CONFLICT (mchid, out_trade_no) DO NOTHING
@@ -750,6 +757,11 @@ impl Store for PgStore {
         .bind(unix_ms(a.created_at))
         .bind(unix_ms(a.updated_at))
         .bind(opt_ms(a.last_polled_at))
+        .bind(o.pricing.fee_rate_ppm)
+        .bind(o.pricing.fee_fen)
+        .bind(o.pricing.channel_cost_ppm)
+        .bind(o.pricing.channel_cost_fen)
+        .bind(i64::from(o.profit_sharing))
         .execute(&self.pool)
         .await
         .map_err(pg_err)?
@@ -1104,5 +1116,73 @@ impl Store for PgStore {
 
     async fn mark_refund_polled(&self, refund_id: &str, at: OffsetDateTime) -> Result<bool> {
         refunds::mark_refund_polled(&self.pool, refund_id, at).await
+    }
+    // ---- the ledger (postgres/ledger.rs; helper LEDGER) ----
+
+    async fn post_ledger(
+        &self,
+        posting: &paygate_ledger::Posting,
+        at: OffsetDateTime,
+    ) -> Result<paygate_ledger::Applied> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let step = ledger::apply_posting(&mut tx, posting, crate::ledger::now_ms(at))
+            .await
+            .map(|applied| (applied, true));
+        end_tx(tx, step).await
+    }
+
+    async fn ledger_accounts(&self, owner: Option<&str>) -> Result<Vec<paygate_ledger::Account>> {
+        ledger::accounts_of(&self.pool, owner).await
+    }
+
+    async fn ledger_account(
+        &self,
+        id: paygate_ledger::AccountId,
+    ) -> Result<Option<paygate_ledger::Account>> {
+        ledger::account_by_id(&self.pool, &id.to_hex()).await
+    }
+
+    async fn ledger_transfer(
+        &self,
+        id: paygate_ledger::TransferId,
+    ) -> Result<Option<crate::ledger::LedgerTransferRow>> {
+        ledger::transfer_by_id(&self.pool, &id.to_hex()).await
+    }
+
+    async fn ledger_transfers_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<crate::ledger::LedgerTransferRow>> {
+        ledger::transfers_by_reference(&self.pool, reference).await
+    }
+
+    async fn journal_entries(
+        &self,
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::ledger::LedgerTransferRow>> {
+        ledger::journal_entries(&self.pool, from_index, limit).await
+    }
+
+    async fn unsequenced_transfers(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::ledger::LedgerTransferRow>> {
+        ledger::unsequenced(&self.pool, after_seq, limit).await
+    }
+
+    async fn ledger_checkpoints(&self, limit: u32) -> Result<Vec<crate::ledger::CheckpointRecord>> {
+        ledger::checkpoints(&self.pool, limit).await
+    }
+
+    async fn integrate_journal(
+        &self,
+        signer: std::sync::Arc<paygate_ledger::NoteSigner>,
+        origin: &str,
+        batch_max: u32,
+        now: OffsetDateTime,
+    ) -> Result<crate::ledger::Integrated> {
+        ledger::integrate(&self.pool, &signer, origin, batch_max, now).await
     }
 }

@@ -151,6 +151,52 @@ pub struct OrderRecord {
     pub bank_type: Option<String>,
     /// Bumped by every change; part of what a reader can compare.
     pub version: i64,
+    /// The fee terms snapshotted when the order was created (issue 4 §5).
+    #[serde(default)]
+    pub pricing: OrderPricing,
+    /// `settle_info.profit_sharing` of the prepay: the net is frozen for profit sharing.
+    #[serde(default)]
+    pub profit_sharing: bool,
+}
+
+/// An order's fee terms, fixed when it is created so a later change of rates never reprices
+/// it. Rates are parts per million of the total (6000 ppm = 0.60%); amounts are the total's
+/// rate rounded half-up to the fen, per transaction, as WeChat Pay charges its fee.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OrderPricing {
+    /// paygate's fee rate for the merchant.
+    pub fee_rate_ppm: i64,
+    /// paygate's fee on this order: what the merchant pays, platform fee income.
+    pub fee_fen: i64,
+    /// The channel's cost rate (what WeChat Pay charges paygate on this channel).
+    pub channel_cost_ppm: i64,
+    pub channel_cost_fen: i64,
+}
+
+/// Most a rate may be: 100% (a fee never exceeds the total it is taken from).
+pub const RATE_PPM_MAX: i64 = 1_000_000;
+
+impl OrderPricing {
+    /// The fee of `total_fen` at `rate_ppm`, rounded half-up to the fen; `None` for a rate
+    /// outside 0..=100% or a negative total.
+    pub fn fee_of(total_fen: i64, rate_ppm: i64) -> Option<i64> {
+        if !(0..=RATE_PPM_MAX).contains(&rate_ppm) || total_fen < 0 {
+            return None;
+        }
+        let scaled = i128::from(total_fen) * i128::from(rate_ppm);
+        let fee = (scaled + i128::from(RATE_PPM_MAX / 2)) / i128::from(RATE_PPM_MAX);
+        i64::try_from(fee).ok()
+    }
+
+    /// The terms for an order of `total_fen` at these rates.
+    pub fn at(total_fen: i64, fee_rate_ppm: i64, channel_cost_ppm: i64) -> Option<OrderPricing> {
+        Some(OrderPricing {
+            fee_rate_ppm,
+            fee_fen: Self::fee_of(total_fen, fee_rate_ppm)?,
+            channel_cost_ppm,
+            channel_cost_fen: Self::fee_of(total_fen, channel_cost_ppm)?,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -280,6 +326,9 @@ pub struct OrderChange {
     pub attempt: Option<AttemptChange>,
     pub notification: Option<NotificationRecord>,
     pub repair: Option<RepairRecord>,
+    /// Ledger postings of the fact (a payment's), applied in the same transaction: a refusal
+    /// fails the whole change with [`crate::StoreError::Ledger`].
+    pub ledger: Option<paygate_ledger::Posting>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -174,6 +174,9 @@ pub enum CreateRefund {
     NotEnough { refundable_fen: i64 },
     /// The order is not there or not paid: nothing written.
     OrderNotPaid,
+    /// The ledger refused the reservation: neither the merchant's pending takings nor its
+    /// available balance cover the refund (WeChat's NOT_ENOUGH). Nothing written.
+    BalanceShort,
 }
 
 pub(crate) const REFUND_COLS: &str = "refund_id, mchid, out_refund_no, transaction_id, out_trade_no, attempt_id, \

@@ -436,6 +436,8 @@ async fn apply_order_change_writes_order_attempt_outbox_and_repair_together(db: 
     let expected = OrderRecord {
         state: OrderState::Success,
         version: o.version + 1,
+        pricing: Default::default(),
+        profit_sharing: false,
         success_time: Some(t(9)),
         bank_type: Some("OTHERS".into()),
         payer_openid: Some("openid-1".into()),

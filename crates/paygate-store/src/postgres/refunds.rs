@@ -20,11 +20,19 @@ fn decode(r: &PgRow) -> Result<RefundRecord> {
 
 pub(super) async fn create_refund(pool: &PgPool, r: &RefundRecord) -> Result<CreateRefund> {
     let mut tx = pool.begin().await.map_err(pg_err)?;
-    let step = reserve_and_insert(&mut tx, r)
-        .await
-        .map(|landed| (landed, landed));
-    if end_tx(tx, step).await? {
-        return Ok(CreateRefund::Created);
+    let step = async {
+        if !reserve_and_insert(&mut tx, r).await? {
+            return Ok((None, false));
+        }
+        // The ledger's reservation, in the same transaction (helper LEDGER).
+        if !super::ledger::reserve_refund(&mut tx, r).await? {
+            return Ok((Some(CreateRefund::BalanceShort), false));
+        }
+        Ok((Some(CreateRefund::Created), true))
+    }
+    .await;
+    if let Some(answer) = end_tx(tx, step).await? {
+        return Ok(answer);
     }
     // Decided after the rollback, on what the other transactions committed (READ COMMITTED):
     // the key first, so a repeated request answers with its refund.
@@ -248,6 +256,17 @@ async fn apply(conn: &mut PgConnection, c: &RefundChange) -> Result<bool> {
     }
     if let Some(n) = &c.notification {
         insert_notification(conn, n).await?;
+    }
+    if c.new_state.is_final() {
+        // The ledger: post (SUCCESS) or void (CLOSED) the reservation (helper LEDGER).
+        let row = sqlx::query(&format!(
+            "SELECT {REFUND_COLS} FROM refunds WHERE refund_id = $1"
+        ))
+        .bind(&c.refund_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(pg_err)?;
+        super::ledger::settle_refund(conn, &decode(&row)?, c.new_state, c.updated_at).await?;
     }
     Ok(true)
 }

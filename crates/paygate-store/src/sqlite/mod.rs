@@ -19,6 +19,7 @@
 //! URL: `sqlite://PATH[?synchronous=full|normal&readers=N]`; `sqlite:PATH` works too. The file
 //! and its directory are created if missing.
 
+pub(crate) mod ledger;
 mod ops;
 mod threads;
 
@@ -646,6 +647,102 @@ impl Store for SqliteStore {
         let refund_id = refund_id.to_string();
         self.threads
             .write(move |c| ops::refunds::mark_refund_polled(c, &refund_id, at).map(Done::keep))
+            .await
+    }
+    // ---- the ledger (ledger.rs; helper LEDGER) ----
+
+    async fn post_ledger(
+        &self,
+        posting: &paygate_ledger::Posting,
+        at: OffsetDateTime,
+    ) -> Result<paygate_ledger::Applied, StoreError> {
+        let posting = posting.clone();
+        self.threads
+            .write(move |c| {
+                ledger::apply_posting(c, &posting, crate::ledger::now_ms(at)).map(Done::keep)
+            })
+            .await
+    }
+
+    async fn ledger_accounts(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<paygate_ledger::Account>, StoreError> {
+        let owner = owner.map(str::to_string);
+        self.threads
+            .read(move |c| ledger::accounts_of(c, owner.as_deref()))
+            .await
+    }
+
+    async fn ledger_account(
+        &self,
+        id: paygate_ledger::AccountId,
+    ) -> Result<Option<paygate_ledger::Account>, StoreError> {
+        self.threads
+            .read(move |c| ledger::account_by_id(c, &id.to_hex()))
+            .await
+    }
+
+    async fn ledger_transfer(
+        &self,
+        id: paygate_ledger::TransferId,
+    ) -> Result<Option<crate::ledger::LedgerTransferRow>, StoreError> {
+        self.threads
+            .read(move |c| ledger::transfer_by_id(c, &id.to_hex()))
+            .await
+    }
+
+    async fn ledger_transfers_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<crate::ledger::LedgerTransferRow>, StoreError> {
+        let reference = reference.to_string();
+        self.threads
+            .read(move |c| ledger::transfers_by_reference(c, &reference))
+            .await
+    }
+
+    async fn journal_entries(
+        &self,
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::ledger::LedgerTransferRow>, StoreError> {
+        self.threads
+            .read(move |c| ledger::journal_entries(c, from_index, limit))
+            .await
+    }
+
+    async fn unsequenced_transfers(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::ledger::LedgerTransferRow>, StoreError> {
+        self.threads
+            .read(move |c| ledger::unsequenced(c, after_seq, limit))
+            .await
+    }
+
+    async fn ledger_checkpoints(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::ledger::CheckpointRecord>, StoreError> {
+        self.threads
+            .read(move |c| ledger::checkpoints(c, limit))
+            .await
+    }
+
+    async fn integrate_journal(
+        &self,
+        signer: std::sync::Arc<paygate_ledger::NoteSigner>,
+        origin: &str,
+        batch_max: u32,
+        now: OffsetDateTime,
+    ) -> Result<crate::ledger::Integrated, StoreError> {
+        let origin = origin.to_string();
+        self.threads
+            .write(move |c| {
+                ledger::integrate(c, &signer, &origin, batch_max, now).map(Done::keep)
+            })
             .await
     }
 }

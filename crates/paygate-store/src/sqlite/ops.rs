@@ -182,8 +182,10 @@ pub(super) fn create_order(
         conn,
         "INSERT INTO orders (transaction_id, mchid, out_trade_no, appid, trade_type, state, description, attach,
              notify_url, total_fen, currency, payer_openid, time_expire, fingerprint, request_json, created_at,
-             updated_at, success_time, bank_type, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+             updated_at, success_time, bank_type, version, fee_rate_ppm, fee_fen, channel_cost_ppm,
+             channel_cost_fen, profit_sharing)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+             ?21, ?22, ?23, ?24, ?25)
          ON CONFLICT (mchid, out_trade_no) DO NOTHING",
         params![
             o.transaction_id,
@@ -205,7 +207,12 @@ pub(super) fn create_order(
             unix_ms(o.updated_at),
             opt_ms(o.success_time),
             o.bank_type,
-            o.version
+            o.version,
+            o.pricing.fee_rate_ppm,
+            o.pricing.fee_fen,
+            o.pricing.channel_cost_ppm,
+            o.pricing.channel_cost_fen,
+            i64::from(o.profit_sharing)
         ],
     )?;
     if inserted == 0 {
@@ -374,6 +381,10 @@ pub(super) fn apply_order_change(conn: &Connection, c: &OrderChange) -> Result<D
     }
     if let Some(r) = &c.repair {
         insert_repair(conn, r)?;
+    }
+    if let Some(posting) = &c.ledger {
+        // A refusal is an error: the writer rolls this whole change back.
+        super::ledger::apply_posting(conn, posting, crate::ledger::now_ms(c.updated_at))?;
     }
     Ok(Done::keep(true))
 }

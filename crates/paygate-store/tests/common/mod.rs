@@ -217,6 +217,8 @@ pub fn order(transaction_id: &str, out_trade_no: &str) -> OrderRecord {
         success_time: None,
         bank_type: None,
         version: 0,
+        pricing: Default::default(),
+        profit_sharing: false,
     }
 }
 
@@ -289,6 +291,7 @@ pub fn change(transaction_id: &str, expected: OrderState, new: OrderState) -> Or
         attempt: None,
         notification: None,
         repair: None,
+        ledger: None,
     }
 }
 

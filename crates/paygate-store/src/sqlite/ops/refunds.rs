@@ -81,6 +81,10 @@ pub(in crate::sqlite) fn create_refund(
         })?;
         return Ok(Done::undo(CreateRefund::Exists(Box::new(existing))));
     }
+    // The ledger's reservation, in the same savepoint (helper LEDGER).
+    if !crate::sqlite::ledger::reserve_refund(conn, r)? {
+        return Ok(Done::undo(CreateRefund::BalanceShort));
+    }
     Ok(Done::keep(CreateRefund::Created))
 }
 
@@ -215,6 +219,8 @@ pub(in crate::sqlite) fn apply_refund_change(
     if let Some(n) = &c.notification {
         insert_notification(conn, n)?;
     }
+    // The ledger: post (SUCCESS) or void (CLOSED) the reservation (helper LEDGER).
+    crate::sqlite::ledger::settle_refund(conn, &c.refund_id, c.new_state, c.updated_at)?;
     Ok(Done::keep(true))
 }
 
