@@ -36,6 +36,7 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/v1/risk/decisions", get(risk_queue))
         .route("/admin/v1/risk/decisions/{mchid}/{reference}", get(risk_of))
         .merge(crate::risk_rules::routes())
+        .merge(crate::ledger_admin::routes())
         .route("/admin/v1/notifications/{id}/resend", post(resend))
         .route("/admin/v1/channels", get(channels))
         .route("/admin/v1/channels/metrics", get(channel_metrics))
@@ -232,12 +233,29 @@ async fn order(State(app): State<Arc<AppState>>, Path(transaction_id): Path<Stri
         notifications.push(serde_json::json!({"notification": n, "deliveries": deliveries}));
     }
     let repairs = app.store.repairs(&transaction_id).await.map_err(internal)?;
+    let refunds = app.store.refunds_of(&transaction_id).await.map_err(internal)?;
+    // The ledger: the payment's transfers, then each refund's (helper LEDGER).
+    let mut ledger = app
+        .store
+        .ledger_transfers_by_reference(&transaction_id)
+        .await
+        .map_err(internal)?;
+    for r in &refunds {
+        ledger.extend(
+            app.store
+                .ledger_transfers_by_reference(&r.refund_id)
+                .await
+                .map_err(internal)?,
+        );
+    }
     ok_json(&serde_json::json!({
         "order": order,
         "transaction": crate::views::transaction(&order),
         "attempts": attempts,
         "notifications": notifications,
         "repairs": repairs,
+        "refunds": refunds,
+        "ledger_transfers": ledger.iter().map(crate::ledger_admin::transfer_view).collect::<Vec<_>>(),
     }))
 }
 

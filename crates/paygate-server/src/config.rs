@@ -25,6 +25,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub workers: WorkerConfig,
     pub risk: RiskSettings,
+    /// Fees and the ledger's journal (fees.rs).
+    pub ledger: crate::fees::LedgerConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -318,6 +320,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             workers: WorkerConfig::default(),
             risk: RiskSettings::default(),
+            ledger: Default::default(),
         }
     }
 }

@@ -270,7 +270,7 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         body: call.request.clone(),
         wechatpay_serial: call.wechatpay_serial.clone(),
     };
-    let order = OrderRecord {
+    let mut order = OrderRecord {
         transaction_id: paygate_core::ids::transaction_id(t),
         mchid: mchid.clone(),
         out_trade_no: out_trade_no.clone(),
@@ -292,8 +292,18 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         success_time: None,
         bank_type: None,
         version: 0,
+        pricing: Default::default(),
+        profit_sharing: call
+            .request
+            .settle_info
+            .as_ref()
+            .and_then(|s| s.profit_sharing)
+            .unwrap_or(false),
     };
     let attempt = routed_attempt(app, &call.merchant, &order, 1, 0, "")?;
+    // The fee terms are fixed now, on the channel first chosen (issue 4 §5).
+    order.pricing =
+        crate::fees::pricing(&app.config, &mchid, &attempt.channel_id, order.total_fen)?;
     match app
         .store
         .create_order(&order, &attempt)
@@ -776,7 +786,9 @@ pub async fn apply_channel_transaction(
                     }
                     return Ok(Applied::AlreadyFinal);
                 }
-                let change = paid_change(&order, &attempt, tx, source, t);
+                // Every path to SUCCESS (callback, query, poller, late payment) comes here:
+                // the payment's ledger posting rides in the same transaction.
+                let change = paid_change(&order, &attempt, tx, source, t)?;
                 let late = order.state == OrderState::Closed;
                 if app
                     .store
@@ -847,7 +859,7 @@ fn paid_change(
     tx: &Transaction,
     source: &str,
     t: OffsetDateTime,
-) -> OrderChange {
+) -> Result<OrderChange, ApiError> {
     let success_time = tx
         .success_time
         .as_deref()
@@ -895,7 +907,7 @@ fn paid_change(
         ),
         at: t,
     });
-    OrderChange {
+    Ok(OrderChange {
         transaction_id: order.transaction_id.clone(),
         expected_state: order.state,
         new_state: OrderState::Success,
@@ -919,8 +931,8 @@ fn paid_change(
             delivered_at: None,
         }),
         repair,
-        ledger: None,
-    }
+        ledger: Some(crate::fees::payment_posting(order, &attempt.channel_id)?),
+    })
 }
 
 /// Closes an order: every open attempt is closed at its channel first, so no payment can

@@ -47,6 +47,8 @@ pub struct AppState {
     pub risk: Option<Arc<paygate_risk::RiskEngine>>,
     /// The stored rule sets, the reloader and their admin view.
     pub risk_rules: Arc<crate::risk_rules::RiskRules>,
+    /// The ledger journal's signing key (a file, never the database) and origin (fees.rs).
+    pub journal: crate::fees::Journal,
 }
 
 impl AppState {

@@ -12,9 +12,11 @@
 pub mod admin;
 pub mod callbacks;
 pub mod config;
+pub mod fees;
 pub mod flow;
 pub mod http;
 pub mod keys;
+pub mod ledger_admin;
 pub mod merchant_api;
 pub mod merchants;
 pub mod metrics;
@@ -164,6 +166,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let store = paygate_store::open(&config.database_url()).await?;
     let keys = PlatformKeys::load_or_create(store.as_ref()).await?;
     let operator_token = config.operator_token()?;
+    config.ledger.validate()?;
+    let journal = fees::Journal::load_or_create(&config)?;
     // Seeds an empty store's rules, starts the engine on the newest version and its reloader.
     let risk_rules = risk_rules::RiskRules::start(&config.risk, Arc::clone(&store)).await?;
     let std_listener =
@@ -200,6 +204,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         nonces: Mutex::new(Default::default()),
         base_url: base_url.clone(),
         operator_token,
+        journal,
         order_locks: AppState::new_order_locks(),
         outbox_wake: tokio::sync::Notify::new(),
         http: reqwest::Client::builder()
@@ -212,6 +217,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     state.routing.refresh_volumes(state.store.as_ref()).await?;
     let app = router(Arc::clone(&state));
     workers::spawn(Arc::clone(&state));
+    fees::spawn_integrator(Arc::clone(&state));
     let task = match &state.config.tls {
         Some(tls) => {
             let rustls = tls::server_config(tls).map_err(StartError::Tls)?;
