@@ -27,12 +27,18 @@ mod migrate;
 pub mod postgres;
 pub mod records;
 mod refunds;
+pub mod sharing;
 pub mod sqlite;
 
 pub use codec::{from_unix_ms, truncate_to_ms, unix_ms};
 pub use postgres::{PgOptions, PgStore};
 pub use records::*;
 pub use refunds::{CreateRefund, RefundChange, RefundRecord, RefundState};
+pub use sharing::{
+    CreateShare, CreateShareReturn, ReturnState, ShareAmounts, ShareChange, ShareKind, ShareLimits,
+    ShareLine, ShareOrderRecord, ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
+    ShareState,
+};
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 
 use async_trait::async_trait;
@@ -183,6 +189,93 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_refund_polled(
         &self,
         refund_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    // ---- profit sharing (§4.8; see `sharing.rs` for the money rule; helper SHARING) ----
+    /// Adds a merchant's receiver, or updates it when `(mchid, type, account)` exists.
+    async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<(), StoreError>;
+    /// False if there was no such receiver.
+    async fn delete_share_receiver(
+        &self,
+        mchid: &str,
+        r#type: &str,
+        account: &str,
+    ) -> Result<bool, StoreError>;
+    async fn share_receivers(&self, mchid: &str) -> Result<Vec<ShareReceiverRecord>, StoreError>;
+    /// How many merchants have this receiver at `channel_id`.
+    async fn share_receiver_users(
+        &self,
+        channel_id: &str,
+        r#type: &str,
+        account: &str,
+    ) -> Result<i64, StoreError>;
+    /// The merchant's configured maximum ratio (万分比), if any.
+    async fn share_max_ratio(&self, mchid: &str) -> Result<Option<u32>, StoreError>;
+    async fn set_share_max_ratio(
+        &self,
+        mchid: &str,
+        max_ratio_bp: u32,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Creates a share order and, in ONE transaction, reserves a split's amount on its order
+    /// (or unfreezes the order) by compare-and-set under the order's row lock (see
+    /// `sharing.rs`). `(mchid, out_order_no)` is the idempotency key: when taken nothing is
+    /// written and the existing order comes back.
+    async fn create_share(
+        &self,
+        order: &ShareOrderRecord,
+        limits: ShareLimits,
+    ) -> Result<CreateShare, StoreError>;
+    async fn get_share(
+        &self,
+        mchid: &str,
+        out_order_no: &str,
+    ) -> Result<Option<ShareOrderRecord>, StoreError>;
+    async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>, StoreError>;
+    /// Share orders of a payment, oldest first.
+    async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>, StoreError>;
+    /// The sharing side of an order; `None` if there is no such order.
+    async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>, StoreError>;
+    /// The one write path of a share order, all or nothing: compare-and-set on its version and
+    /// state (false, nothing written, if it moved), amounts given back, notifications.
+    async fn apply_share_change(&self, change: &ShareChange) -> Result<bool, StoreError>;
+    /// CREATED and PROCESSING share orders created before `polled_before` and not polled since.
+    async fn shares_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ShareOrderRecord>, StoreError>;
+    async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Creates a return if its receiver line (SUCCESS, MERCHANT_ID `return_mchid`) still has
+    /// the amount after the line's other returns that are not FAILED; serialized per share
+    /// order. `(mchid, out_return_no)` is the idempotency key.
+    async fn create_share_return(
+        &self,
+        ret: &ShareReturnRecord,
+    ) -> Result<CreateShareReturn, StoreError>;
+    async fn get_share_return(
+        &self,
+        mchid: &str,
+        out_return_no: &str,
+    ) -> Result<Option<ShareReturnRecord>, StoreError>;
+    async fn get_share_return_by_id(
+        &self,
+        return_id: &str,
+    ) -> Result<Option<ShareReturnRecord>, StoreError>;
+    /// Compare-and-set on the return's state; SUCCESS moves its amount on the order.
+    async fn apply_share_return_change(
+        &self,
+        change: &ShareReturnChange,
+    ) -> Result<bool, StoreError>;
+    async fn share_returns_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ShareReturnRecord>, StoreError>;
+    async fn mark_share_return_polled(
+        &self,
+        return_id: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 

@@ -41,6 +41,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "ledger",
         sql: include_str!("../migrations/sqlite/0006_ledger.sql"),
     },
+    Migration {
+        version: 7,
+        name: "profit_sharing",
+        sql: include_str!("../migrations/sqlite/0007_profit_sharing.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -73,6 +78,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "ledger",
         sql: include_str!("../migrations/postgres/0006_ledger.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "profit_sharing",
+        sql: include_str!("../migrations/postgres/0007_profit_sharing.sql"),
     },
 ];
 

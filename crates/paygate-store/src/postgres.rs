@@ -43,9 +43,15 @@ pub const SCHEMA_NAME_BYTES_MAX: usize = 63;
 pub const DROP_LOCK_TIMEOUT_MS: u64 = 10_000;
 
 type Result<T> = std::result::Result<T, StoreError>;
+use crate::sharing::{
+    CreateShare, CreateShareReturn, ShareAmounts, ShareChange, ShareLimits, ShareOrderRecord,
+    ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
+};
 
 // Refunds live in their own file; they share this file's helpers.
 mod refunds;
+// Profit sharing, likewise (helper SHARING).
+mod sharing;
 // The ledger and its journal (helper LEDGER).
 pub(crate) mod ledger;
 
@@ -1074,6 +1080,88 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         decode_all(&rows, codec::delivery)
+    }
+
+    // ---- profit sharing (postgres/sharing.rs; helper SHARING) ----
+
+    async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<()> {
+        sharing::upsert_receiver(&self.pool, receiver).await
+    }
+
+    async fn delete_share_receiver(&self, mchid: &str, r#type: &str, account: &str) -> Result<bool> {
+        sharing::delete_receiver(&self.pool, mchid, r#type, account).await
+    }
+
+    async fn share_receivers(&self, mchid: &str) -> Result<Vec<ShareReceiverRecord>> {
+        sharing::receivers(&self.pool, mchid).await
+    }
+
+    async fn share_receiver_users(&self, channel_id: &str, r#type: &str, account: &str) -> Result<i64> {
+        sharing::receiver_users(&self.pool, channel_id, r#type, account).await
+    }
+
+    async fn share_max_ratio(&self, mchid: &str) -> Result<Option<u32>> {
+        sharing::max_ratio(&self.pool, mchid).await
+    }
+
+    async fn set_share_max_ratio(&self, mchid: &str, max_ratio_bp: u32, at: OffsetDateTime) -> Result<()> {
+        sharing::set_max_ratio(&self.pool, mchid, max_ratio_bp, at).await
+    }
+
+    async fn create_share(&self, order: &ShareOrderRecord, limits: ShareLimits) -> Result<CreateShare> {
+        sharing::create_share(&self.pool, order, limits).await
+    }
+
+    async fn get_share(&self, mchid: &str, out_order_no: &str) -> Result<Option<ShareOrderRecord>> {
+        sharing::get_share(&self.pool, mchid, out_order_no).await
+    }
+
+    async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>> {
+        sharing::get_share_by_id(&self.pool, order_id).await
+    }
+
+    async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>> {
+        sharing::shares_of(&self.pool, transaction_id).await
+    }
+
+    async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>> {
+        sharing::share_amounts(&self.pool, transaction_id).await
+    }
+
+    async fn apply_share_change(&self, change: &ShareChange) -> Result<bool> {
+        sharing::apply_share_change(&self.pool, change).await
+    }
+
+    async fn shares_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareOrderRecord>> {
+        sharing::shares_to_poll(&self.pool, polled_before, limit).await
+    }
+
+    async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool> {
+        sharing::mark_share_polled(&self.pool, order_id, at).await
+    }
+
+    async fn create_share_return(&self, ret: &ShareReturnRecord) -> Result<CreateShareReturn> {
+        sharing::create_return(&self.pool, ret).await
+    }
+
+    async fn get_share_return(&self, mchid: &str, out_return_no: &str) -> Result<Option<ShareReturnRecord>> {
+        sharing::get_return(&self.pool, mchid, out_return_no).await
+    }
+
+    async fn get_share_return_by_id(&self, return_id: &str) -> Result<Option<ShareReturnRecord>> {
+        sharing::get_return_by_id(&self.pool, return_id).await
+    }
+
+    async fn apply_share_return_change(&self, change: &ShareReturnChange) -> Result<bool> {
+        sharing::apply_return_change(&self.pool, change).await
+    }
+
+    async fn share_returns_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareReturnRecord>> {
+        sharing::returns_to_poll(&self.pool, polled_before, limit).await
+    }
+
+    async fn mark_share_return_polled(&self, return_id: &str, at: OffsetDateTime) -> Result<bool> {
+        sharing::mark_return_polled(&self.pool, return_id, at).await
     }
 
     // ---- refunds (postgres/refunds.rs) ----

@@ -51,7 +51,7 @@ async fn reserve_and_insert(conn: &mut PgConnection, r: &RefundRecord) -> Result
     let reserved = sqlx::query(
         "UPDATE orders SET refunded_fen = refunded_fen + $2, version = version + 1, updated_at = $3
          WHERE transaction_id = $1 AND state IN ('SUCCESS', 'REFUND')
-           AND refunded_fen + $2 <= total_fen",
+           AND refunded_fen + shared_fen + $2 <= total_fen",
     )
     .bind(&r.transaction_id)
     .bind(r.amount_fen)
@@ -111,7 +111,7 @@ async fn order_amounts(
     transaction_id: &str,
 ) -> Result<Option<(String, i64, i64)>> {
     let row =
-        sqlx::query("SELECT state, total_fen, refunded_fen FROM orders WHERE transaction_id = $1")
+        sqlx::query("SELECT state, total_fen, refunded_fen + shared_fen FROM orders WHERE transaction_id = $1")
             .bind(transaction_id)
             .fetch_optional(conn)
             .await

@@ -37,6 +37,10 @@ use crate::{
     OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
 };
 use threads::{Bounds, Done, Threads};
+use crate::sharing::{
+    CreateShare, CreateShareReturn, ShareAmounts, ShareChange, ShareLimits, ShareOrderRecord,
+    ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
+};
 
 /// Reader connections unless told otherwise: enough to overlap reads on two cores with the
 /// writer busy; WAL readers never wait for the writer.
@@ -569,6 +573,184 @@ impl Store for SqliteStore {
         let notification_id = notification_id.to_string();
         self.threads
             .read(move |c| ops::deliveries(c, &notification_id))
+            .await
+    }
+
+    // ---- profit sharing (ops/sharing.rs; helper SHARING) ----
+
+    async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<(), StoreError> {
+        let r = receiver.clone();
+        self.threads
+            .write(move |c| ops::sharing::upsert_receiver(c, &r).map(Done::keep))
+            .await
+    }
+
+    async fn delete_share_receiver(
+        &self,
+        mchid: &str,
+        r#type: &str,
+        account: &str,
+    ) -> Result<bool, StoreError> {
+        let (m, t, a) = (mchid.to_string(), r#type.to_string(), account.to_string());
+        self.threads
+            .write(move |c| ops::sharing::delete_receiver(c, &m, &t, &a).map(Done::keep))
+            .await
+    }
+
+    async fn share_receivers(&self, mchid: &str) -> Result<Vec<ShareReceiverRecord>, StoreError> {
+        let m = mchid.to_string();
+        self.threads.read(move |c| ops::sharing::receivers(c, &m)).await
+    }
+
+    async fn share_receiver_users(
+        &self,
+        channel_id: &str,
+        r#type: &str,
+        account: &str,
+    ) -> Result<i64, StoreError> {
+        let (ch, t, a) = (channel_id.to_string(), r#type.to_string(), account.to_string());
+        self.threads
+            .read(move |c| ops::sharing::receiver_users(c, &ch, &t, &a))
+            .await
+    }
+
+    async fn share_max_ratio(&self, mchid: &str) -> Result<Option<u32>, StoreError> {
+        let m = mchid.to_string();
+        self.threads.read(move |c| ops::sharing::max_ratio(c, &m)).await
+    }
+
+    async fn set_share_max_ratio(
+        &self,
+        mchid: &str,
+        max_ratio_bp: u32,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let m = mchid.to_string();
+        self.threads
+            .write(move |c| ops::sharing::set_max_ratio(c, &m, max_ratio_bp, at).map(Done::keep))
+            .await
+    }
+
+    async fn create_share(
+        &self,
+        order: &ShareOrderRecord,
+        limits: ShareLimits,
+    ) -> Result<CreateShare, StoreError> {
+        let order = order.clone();
+        self.threads
+            .write(move |c| ops::sharing::create_share(c, &order, limits))
+            .await
+    }
+
+    async fn get_share(
+        &self,
+        mchid: &str,
+        out_order_no: &str,
+    ) -> Result<Option<ShareOrderRecord>, StoreError> {
+        let (m, n) = (mchid.to_string(), out_order_no.to_string());
+        self.threads.read(move |c| ops::sharing::get_share(c, &m, &n)).await
+    }
+
+    async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>, StoreError> {
+        let id = order_id.to_string();
+        self.threads
+            .read(move |c| ops::sharing::get_share_by_id(c, &id))
+            .await
+    }
+
+    async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>, StoreError> {
+        let t = transaction_id.to_string();
+        self.threads.read(move |c| ops::sharing::shares_of(c, &t)).await
+    }
+
+    async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>, StoreError> {
+        let t = transaction_id.to_string();
+        self.threads
+            .read(move |c| ops::sharing::share_amounts(c, &t))
+            .await
+    }
+
+    async fn apply_share_change(&self, change: &ShareChange) -> Result<bool, StoreError> {
+        let change = change.clone();
+        self.threads
+            .write(move |c| ops::sharing::apply_share_change(c, &change))
+            .await
+    }
+
+    async fn shares_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ShareOrderRecord>, StoreError> {
+        self.threads
+            .read(move |c| ops::sharing::shares_to_poll(c, polled_before, limit))
+            .await
+    }
+
+    async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let id = order_id.to_string();
+        self.threads
+            .write(move |c| ops::sharing::mark_share_polled(c, &id, at).map(Done::keep))
+            .await
+    }
+
+    async fn create_share_return(
+        &self,
+        ret: &ShareReturnRecord,
+    ) -> Result<CreateShareReturn, StoreError> {
+        let ret = ret.clone();
+        self.threads
+            .write(move |c| ops::sharing::create_return(c, &ret))
+            .await
+    }
+
+    async fn get_share_return(
+        &self,
+        mchid: &str,
+        out_return_no: &str,
+    ) -> Result<Option<ShareReturnRecord>, StoreError> {
+        let (m, n) = (mchid.to_string(), out_return_no.to_string());
+        self.threads.read(move |c| ops::sharing::get_return(c, &m, &n)).await
+    }
+
+    async fn get_share_return_by_id(
+        &self,
+        return_id: &str,
+    ) -> Result<Option<ShareReturnRecord>, StoreError> {
+        let id = return_id.to_string();
+        self.threads
+            .read(move |c| ops::sharing::get_return_by_id(c, &id))
+            .await
+    }
+
+    async fn apply_share_return_change(
+        &self,
+        change: &ShareReturnChange,
+    ) -> Result<bool, StoreError> {
+        let change = change.clone();
+        self.threads
+            .write(move |c| ops::sharing::apply_return_change(c, &change))
+            .await
+    }
+
+    async fn share_returns_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ShareReturnRecord>, StoreError> {
+        self.threads
+            .read(move |c| ops::sharing::returns_to_poll(c, polled_before, limit))
+            .await
+    }
+
+    async fn mark_share_return_polled(
+        &self,
+        return_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let id = return_id.to_string();
+        self.threads
+            .write(move |c| ops::sharing::mark_return_polled(c, &id, at).map(Done::keep))
             .await
     }
 

@@ -21,7 +21,7 @@ pub(in crate::sqlite) fn create_refund(
         conn,
         "UPDATE orders SET refunded_fen = refunded_fen + ?2, version = version + 1, updated_at = ?3
          WHERE transaction_id = ?1 AND state IN ('SUCCESS', 'REFUND')
-           AND refunded_fen + ?2 <= total_fen",
+           AND refunded_fen + shared_fen + ?2 <= total_fen",
         params![r.transaction_id, r.amount_fen, unix_ms(r.created_at)],
     )?;
     if reserved == 0 {
@@ -91,7 +91,7 @@ pub(in crate::sqlite) fn create_refund(
 fn order_amounts(conn: &Connection, transaction_id: &str) -> Result<Option<(String, i64, i64)>> {
     first(
         conn,
-        "SELECT state, total_fen, refunded_fen FROM orders WHERE transaction_id = ?1",
+        "SELECT state, total_fen, refunded_fen + shared_fen FROM orders WHERE transaction_id = ?1",
         [transaction_id],
         |row| {
             Ok((
