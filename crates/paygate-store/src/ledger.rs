@@ -259,16 +259,52 @@ pub(crate) fn now_ms(t: OffsetDateTime) -> u64 {
 
 // ---- the refund rule ----
 
-/// The part of the order's fee given back with a refund of `amount_fen`: proportional,
-/// rounded down, so the fee refunds of any set of refunds never exceed the fee; a refund of
-/// the whole order gives the whole fee back.
-pub fn refund_fee_share(fee_fen: i64, amount_fen: i64, total_fen: i64) -> i64 {
+/// The part of the order's fee given back with a refund of `amount_fen`. The fee given back
+/// by the order's live refunds (not CLOSED) follows their sum: `floor(fee × refunded / total)`,
+/// so it never exceeds the fee, and once the whole order is refunded the whole fee is back
+/// and the merchant has given back exactly its net. `refunded_after_fen` is the order's live
+/// refunded sum with this refund, `fee_refunded_fen` the fee its other live refunds gave back.
+pub fn refund_fee_share(
+    fee_fen: i64,
+    total_fen: i64,
+    refunded_after_fen: i64,
+    fee_refunded_fen: i64,
+    amount_fen: i64,
+) -> i64 {
     if total_fen <= 0 || fee_fen <= 0 || amount_fen <= 0 {
         return 0;
     }
-    let share = i128::from(fee_fen) * i128::from(amount_fen) / i128::from(total_fen);
-    i64::try_from(share).unwrap_or(0).min(fee_fen)
+    let target = i128::from(fee_fen) * i128::from(refunded_after_fen.clamp(0, total_fen))
+        / i128::from(total_fen);
+    let share = target - i128::from(fee_refunded_fen);
+    i64::try_from(share.clamp(0, i128::from(amount_fen.min(fee_fen)))).unwrap_or(0)
 }
+
+/// An order's side of a new refund, read in the refund's transaction after its reservation
+/// on the order (so `refunded_fen` includes it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OrderFees {
+    pub fee_fen: i64,
+    pub total_fen: i64,
+    pub refunded_fen: i64,
+    /// The fee given back by the order's other live refunds (reserved or posted).
+    pub fee_refunded_fen: i64,
+}
+
+impl OrderFees {
+    pub(crate) fn fee_share(&self, amount_fen: i64) -> i64 {
+        refund_fee_share(
+            self.fee_fen,
+            self.total_fen,
+            self.refunded_fen,
+            self.fee_refunded_fen,
+            amount_fen,
+        )
+    }
+}
+
+/// The transfer code of a refund's fee reservation.
+pub(crate) const REFUND_RESERVE_FEE_CODE: u16 = TransferCode::RefundReserveFee.code();
 
 /// What the store knows of a refund when it builds its postings.
 #[derive(Clone, Debug)]
@@ -390,14 +426,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fee_share_is_proportional_rounded_down_and_whole_on_a_full_refund() {
-        assert_eq!(refund_fee_share(60, 10_000, 10_000), 60);
-        assert_eq!(refund_fee_share(60, 5_000, 10_000), 30);
-        assert_eq!(refund_fee_share(5, 1, 3), 1);
-        // Three thirds never give back more than the fee.
-        assert!(3 * refund_fee_share(5, 1, 3) <= 5);
-        assert_eq!(refund_fee_share(0, 10, 100), 0);
-        assert_eq!(refund_fee_share(6, 1, 1000), 0);
+    fn fee_share_follows_the_refunded_sum_and_is_whole_on_a_full_refund() {
+        assert_eq!(refund_fee_share(60, 10_000, 10_000, 0, 10_000), 60);
+        assert_eq!(refund_fee_share(60, 10_000, 5_000, 0, 5_000), 30);
+        // 1 fen of fee on 100: the 30 and the 70 give back 0 and then the whole 1.
+        assert_eq!(refund_fee_share(1, 100, 30, 0, 30), 0);
+        assert_eq!(refund_fee_share(1, 100, 100, 0, 70), 1);
+        // Thirds of 5 on 3: 1, then 3 - 1 = 2, then 5 - 3 = 2; never more than the fee.
+        assert_eq!(refund_fee_share(5, 3, 1, 0, 1), 1);
+        assert_eq!(refund_fee_share(5, 3, 2, 1, 1), 1);
+        assert_eq!(refund_fee_share(5, 3, 3, 2, 1), 1);
+        assert_eq!(refund_fee_share(0, 100, 10, 0, 10), 0);
+        assert_eq!(refund_fee_share(6, 1000, 1, 0, 1), 0);
+        // After a closed refund the others' share may lag: never more than the refund itself.
+        assert_eq!(refund_fee_share(100, 100, 100, 0, 10), 10);
     }
 
     #[test]

@@ -383,12 +383,21 @@ async fn integrate_in(
 async fn order_in_ledger(
     conn: &mut PgConnection,
     transaction_id: &str,
-) -> Result<Option<(i64, i64)>> {
-    let fees = sqlx::query("SELECT fee_fen, total_fen FROM orders WHERE transaction_id = $1")
-        .bind(transaction_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(pg_err)?;
+) -> Result<Option<rows::OrderFees>> {
+    let fees = sqlx::query(
+        "SELECT o.fee_fen, o.total_fen, o.refunded_fen,
+             (SELECT COALESCE(SUM(t.amount), 0)::BIGINT FROM refunds r
+                  JOIN ledger_transfers t ON t.user_data = r.refund_id
+                  JOIN ledger_pending p ON p.transfer_id = t.id
+              WHERE r.transaction_id = o.transaction_id AND t.code = $2
+                AND p.status IN ('pending', 'posted'))
+         FROM orders o WHERE o.transaction_id = $1",
+    )
+    .bind(transaction_id)
+    .bind(i64::from(rows::REFUND_RESERVE_FEE_CODE))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(pg_err)?;
     let Some(fees) = fees else {
         return Ok(None);
     };
@@ -404,10 +413,12 @@ async fn order_in_ledger(
     if !posted {
         return Ok(None);
     }
-    Ok(Some((
-        fees.try_get(0).map_err(pg_err)?,
-        fees.try_get(1).map_err(pg_err)?,
-    )))
+    Ok(Some(rows::OrderFees {
+        fee_fen: fees.try_get(0).map_err(pg_err)?,
+        total_fen: fees.try_get(1).map_err(pg_err)?,
+        refunded_fen: fees.try_get(2).map_err(pg_err)?,
+        fee_refunded_fen: fees.try_get(3).map_err(pg_err)?,
+    }))
 }
 
 fn facts(r: &crate::RefundRecord, fee_refund_fen: i64) -> Result<rows::RefundFacts<'_>> {
@@ -429,10 +440,10 @@ pub(super) async fn reserve_refund(
     conn: &mut PgConnection,
     r: &crate::RefundRecord,
 ) -> Result<bool> {
-    let Some((fee_fen, total_fen)) = order_in_ledger(conn, &r.transaction_id).await? else {
+    let Some(order) = order_in_ledger(conn, &r.transaction_id).await? else {
         return Ok(true);
     };
-    let f = facts(r, rows::refund_fee_share(fee_fen, r.amount_fen, total_fen))?;
+    let f = facts(r, order.fee_share(r.amount_fen))?;
     for posting in rows::refund_reservations(&f)? {
         match apply_posting(conn, &posting, rows::now_ms(r.created_at)).await {
             Ok(_) => return Ok(true),

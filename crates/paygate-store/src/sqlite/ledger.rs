@@ -302,14 +302,27 @@ pub(crate) fn integrate(
     })
 }
 
-/// Order facts a refund's ledger side needs: `(fee_fen, total_fen)`, and whether the order's
-/// payment was posted to the ledger (refunds of orders paid before it reserve nothing).
-fn order_in_ledger(conn: &Connection, transaction_id: &str) -> Result<Option<(i64, i64)>> {
-    let fees: Option<(i64, i64)> = conn
+/// Order facts a refund's ledger side needs (`None` when the order's payment was not posted
+/// to the ledger: refunds of orders paid before it reserve nothing).
+fn order_in_ledger(conn: &Connection, transaction_id: &str) -> Result<Option<rows::OrderFees>> {
+    let fees: Option<rows::OrderFees> = conn
         .query_row(
-            "SELECT fee_fen, total_fen FROM orders WHERE transaction_id = ?1",
-            [transaction_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            "SELECT o.fee_fen, o.total_fen, o.refunded_fen,
+                 (SELECT COALESCE(SUM(t.amount), 0) FROM refunds r
+                      JOIN ledger_transfers t ON t.user_data = r.refund_id
+                      JOIN ledger_pending p ON p.transfer_id = t.id
+                  WHERE r.transaction_id = o.transaction_id AND t.code = ?2
+                    AND p.status IN ('pending', 'posted'))
+             FROM orders o WHERE o.transaction_id = ?1",
+            params![transaction_id, i64::from(rows::REFUND_RESERVE_FEE_CODE)],
+            |r| {
+                Ok(rows::OrderFees {
+                    fee_fen: r.get(0)?,
+                    total_fen: r.get(1)?,
+                    refunded_fen: r.get(2)?,
+                    fee_refunded_fen: r.get(3)?,
+                })
+            },
         )
         .optional()
         .map_err(sqlite_err)?;
@@ -340,10 +353,10 @@ fn facts(r: &crate::RefundRecord, fee_refund_fen: i64) -> Result<rows::RefundFac
 /// takings, else its available balance. False when neither covers it: the caller undoes the
 /// refund and answers NOT_ENOUGH.
 pub(crate) fn reserve_refund(conn: &Connection, r: &crate::RefundRecord) -> Result<bool> {
-    let Some((fee_fen, total_fen)) = order_in_ledger(conn, &r.transaction_id)? else {
+    let Some(order) = order_in_ledger(conn, &r.transaction_id)? else {
         return Ok(true);
     };
-    let f = facts(r, rows::refund_fee_share(fee_fen, r.amount_fen, total_fen))?;
+    let f = facts(r, order.fee_share(r.amount_fen))?;
     for posting in rows::refund_reservations(&f)? {
         match apply_posting(conn, &posting, rows::now_ms(r.created_at)) {
             Ok(_) => return Ok(true),
