@@ -125,6 +125,11 @@ impl WxChannel {
         &self.inner.config
     }
 
+    /// The signing client, for the bill downloads (`bills.rs`), which answer unsigned.
+    pub(crate) fn client(&self) -> &WxClient {
+        &self.inner.client
+    }
+
     pub(crate) async fn send(
         &self,
         request: &WireRequest,

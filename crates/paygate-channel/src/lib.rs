@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bills;
 pub mod callback;
 pub mod channel;
 pub mod config;

@@ -25,6 +25,7 @@ mod codec;
 pub mod ledger;
 mod migrate;
 pub mod postgres;
+pub mod recon;
 pub mod records;
 mod refunds;
 pub mod sharing;
@@ -85,7 +86,8 @@ pub enum DeliveryOutcome {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Reconciliation's tables are reached through the supertrait [`recon::ReconStore`].
+pub trait Store: recon::ReconStore + Send + Sync + 'static {
     /// Which backend: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

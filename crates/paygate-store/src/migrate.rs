@@ -46,6 +46,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "profit_sharing",
         sql: include_str!("../migrations/sqlite/0007_profit_sharing.sql"),
     },
+    Migration {
+        version: 9,
+        name: "recon",
+        sql: include_str!("../migrations/sqlite/0009_recon.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -83,6 +88,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "profit_sharing",
         sql: include_str!("../migrations/postgres/0007_profit_sharing.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "recon",
+        sql: include_str!("../migrations/postgres/0009_recon.sql"),
     },
 ];
 

@@ -50,6 +50,8 @@ use crate::sharing::{
 
 // Refunds live in their own file; they share this file's helpers.
 mod refunds;
+// Reconciliation (postgres/recon.rs; helper RECON).
+mod recon;
 // Profit sharing, likewise (helper SHARING).
 mod sharing;
 // The ledger and its journal (helper LEDGER).

@@ -21,6 +21,8 @@
 
 pub(crate) mod ledger;
 mod ops;
+// Reconciliation (recon.rs; helper RECON).
+mod recon;
 mod threads;
 
 use std::path::{Path, PathBuf};
