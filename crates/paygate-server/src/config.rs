@@ -27,6 +27,8 @@ pub struct Config {
     pub risk: RiskSettings,
     /// Fees and the ledger's journal (fees.rs).
     pub ledger: crate::fees::LedgerConfig,
+    /// Merchant bills: when days close, download URL lifetime.
+    pub bills: crate::bills::BillsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -321,6 +323,7 @@ impl Default for Config {
             workers: WorkerConfig::default(),
             risk: RiskSettings::default(),
             ledger: Default::default(),
+            bills: Default::default(),
         }
     }
 }

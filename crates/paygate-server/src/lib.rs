@@ -10,6 +10,7 @@
 //! ```
 
 pub mod admin;
+pub mod bills;
 pub mod callbacks;
 pub mod config;
 pub mod fees;
@@ -248,7 +249,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let merchant = merchant_api::routes().layer(axum::middleware::from_fn_with_state(
+    let merchant = merchant_api::routes().merge(bills::routes()).layer(axum::middleware::from_fn_with_state(
         Arc::clone(&state),
         http::merchant_layer,
     ));
@@ -264,6 +265,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz));
     if state.config.sandbox.enabled {
         router = router.route("/sandbox/v1/pay", post(sandbox::pay));
+        router = router.route("/sandbox/v1/bills/close-day", post(bills::sandbox_close_day));
     }
     router
         .fallback(http::not_found)

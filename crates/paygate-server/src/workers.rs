@@ -29,6 +29,8 @@ const POLL_BATCH_MAX: u32 = 200;
 const NEVER_ARRIVED_AFTER: time::Duration = time::Duration::minutes(2);
 
 pub fn spawn(app: Arc<AppState>) {
+    // Closes business days for merchant bills (bills.rs).
+    crate::bills::spawn_closer(Arc::clone(&app));
     let poller = Arc::clone(&app);
     tokio::spawn(async move {
         let every = poller.scaled(Duration::from_millis(

@@ -21,6 +21,7 @@
 //! # let _ = merchant; Ok(()) }
 //! ```
 
+pub mod bills;
 mod codec;
 pub mod ledger;
 mod migrate;
@@ -400,6 +401,60 @@ pub trait Store: recon::ReconStore + Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<ledger::Integrated, StoreError>;
 
+
+    // ---- merchant bills (§4.10, §7; see `bills.rs`; added by BILLS) ----
+    /// Closes a business day for bills; false, nothing written, if it was closed already.
+    async fn close_bill_day(&self, day: &bills::BillDayRecord) -> Result<bool, StoreError>;
+    async fn bill_day(&self, bill_date: &str) -> Result<Option<bills::BillDayRecord>, StoreError>;
+    /// A merchant's paid orders (SUCCESS or REFUND) with `success_time` in `[from, to)`, after
+    /// `after`, by `(success_time, transaction_id)`, at most `limit`: a page of bill rows.
+    async fn paid_orders_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError>;
+    /// A merchant's refunds created in `[from, to)` that bills list (all but those the channel
+    /// refused outright), after `after`, by `(created_at, refund_id)`, at most `limit`.
+    async fn billed_refunds_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<RefundRecord>, StoreError>;
+    /// Counts and sums of the payments and billed refunds before `before`.
+    async fn merchant_flow_before(
+        &self,
+        mchid: &str,
+        before: OffsetDateTime,
+    ) -> Result<bills::MerchantFlowTotals, StoreError>;
+    /// Keeps `file` unless a bill with its `(mchid, bill_date, kind)` exists (the day must be
+    /// closed); returns the stored bill, so racing generators all serve the first one's bytes.
+    async fn keep_bill_file(
+        &self,
+        file: &bills::BillFileRecord,
+    ) -> Result<bills::BillFileRecord, StoreError>;
+    async fn bill_file(
+        &self,
+        mchid: &str,
+        bill_date: &str,
+        kind: &str,
+    ) -> Result<Option<bills::BillFileRecord>, StoreError>;
+    /// Registers a download token (its bill must be kept) and prunes a bounded number of
+    /// expired ones.
+    async fn insert_bill_download(
+        &self,
+        download: &bills::BillDownloadRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    async fn bill_download(
+        &self,
+        token: &str,
+    ) -> Result<Option<bills::BillDownloadRecord>, StoreError>;
 
     /// Closes the store's database connections and waits until they are closed: PostgreSQL
     /// closes its pool (calls made afterwards fail); SQLite has nothing to wait for (dropping

@@ -47,6 +47,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0007_profit_sharing.sql"),
     },
     Migration {
+        version: 8,
+        name: "settlement_bills",
+        sql: include_str!("../migrations/sqlite/0008_settlement_bills.sql"),
+    },
+    Migration {
         version: 9,
         name: "recon",
         sql: include_str!("../migrations/sqlite/0009_recon.sql"),
@@ -88,6 +93,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "profit_sharing",
         sql: include_str!("../migrations/postgres/0007_profit_sharing.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "settlement_bills",
+        sql: include_str!("../migrations/postgres/0008_settlement_bills.sql"),
     },
     Migration {
         version: 9,

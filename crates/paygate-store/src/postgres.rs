@@ -50,6 +50,8 @@ use crate::sharing::{
 
 // Refunds live in their own file; they share this file's helpers.
 mod refunds;
+// Bills, likewise.
+mod bills;
 // Reconciliation (postgres/recon.rs; helper RECON).
 mod recon;
 // Profit sharing, likewise (helper SHARING).
@@ -1274,5 +1276,73 @@ impl Store for PgStore {
         now: OffsetDateTime,
     ) -> Result<crate::ledger::Integrated> {
         ledger::integrate(&self.pool, &signer, origin, batch_max, now).await
+    }
+
+    // ---- merchant bills (postgres/bills.rs) ----
+
+    async fn close_bill_day(&self, day: &crate::bills::BillDayRecord) -> Result<bool> {
+        bills::close_bill_day(&self.pool, day).await
+    }
+
+    async fn bill_day(&self, bill_date: &str) -> Result<Option<crate::bills::BillDayRecord>> {
+        bills::bill_day(&self.pool, bill_date).await
+    }
+
+    async fn paid_orders_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>> {
+        bills::paid_orders_between(&self.pool, mchid, (from, to), after, limit).await
+    }
+
+    async fn billed_refunds_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        bills::billed_refunds_between(&self.pool, mchid, (from, to), after, limit).await
+    }
+
+    async fn merchant_flow_before(
+        &self,
+        mchid: &str,
+        before: OffsetDateTime,
+    ) -> Result<crate::bills::MerchantFlowTotals> {
+        bills::merchant_flow_before(&self.pool, mchid, before).await
+    }
+
+    async fn keep_bill_file(
+        &self,
+        file: &crate::bills::BillFileRecord,
+    ) -> Result<crate::bills::BillFileRecord> {
+        bills::keep_bill_file(&self.pool, file).await
+    }
+
+    async fn bill_file(
+        &self,
+        mchid: &str,
+        bill_date: &str,
+        kind: &str,
+    ) -> Result<Option<crate::bills::BillFileRecord>> {
+        bills::bill_file(&self.pool, mchid, bill_date, kind).await
+    }
+
+    async fn insert_bill_download(
+        &self,
+        download: &crate::bills::BillDownloadRecord,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        bills::insert_bill_download(&self.pool, download, now).await
+    }
+
+    async fn bill_download(&self, token: &str) -> Result<Option<crate::bills::BillDownloadRecord>> {
+        bills::bill_download(&self.pool, token).await
     }
 }

@@ -6,6 +6,7 @@
 //! - `paygate sim`: the WeChat Pay v3 simulator on its own.
 //! - `paygate bench`: load against a running V3 server; the cost of its cryptography.
 
+mod audit;
 mod bench;
 mod demo;
 
@@ -112,6 +113,11 @@ enum Command {
         #[arg(long, env = "PAYGATE_TLS_CLIENT_CA", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
     },
+    /// Audits of the store: `verify` recomputes the ledger journal and balances.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Benchmarks: load a running V3 server, or measure the cryptography.
     Bench {
         #[command(subcommand)]
@@ -139,6 +145,16 @@ enum Command {
         /// allocates its merchants' sub-merchant numbers itself).
         #[arg(long, env = "PAYGATE_SIM_AUTO_ONBOARD")]
         auto_onboard: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the journal (leaf hashes, root, checkpoint signature) and replay the ledger
+    /// (balances, invariants); exit non-zero naming the first bad entry.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -236,6 +252,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Bench { command } => run_bench(command).await,
+        Command::Audit {
+            command: AuditCommand::Verify { store },
+        } => audit::run(store.config()?).await,
         Command::Serve {
             store,
             listen,

@@ -929,4 +929,109 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    // ---- merchant bills (ops/bills.rs) ----
+
+    async fn close_bill_day(&self, day: &crate::bills::BillDayRecord) -> Result<bool, StoreError> {
+        let day = day.clone();
+        self.threads
+            .write(move |c| ops::bills::close_bill_day(c, &day))
+            .await
+    }
+
+    async fn bill_day(
+        &self,
+        bill_date: &str,
+    ) -> Result<Option<crate::bills::BillDayRecord>, StoreError> {
+        let bill_date = bill_date.to_string();
+        self.threads
+            .read(move |c| ops::bills::bill_day(c, &bill_date))
+            .await
+    }
+
+    async fn paid_orders_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        let (mchid, after) = (mchid.to_string(), after.cloned());
+        self.threads
+            .read(move |c| {
+                ops::bills::paid_orders_between(c, &mchid, from, to, after.as_ref(), limit)
+            })
+            .await
+    }
+
+    async fn billed_refunds_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>, StoreError> {
+        let (mchid, after) = (mchid.to_string(), after.cloned());
+        self.threads
+            .read(move |c| {
+                ops::bills::billed_refunds_between(c, &mchid, from, to, after.as_ref(), limit)
+            })
+            .await
+    }
+
+    async fn merchant_flow_before(
+        &self,
+        mchid: &str,
+        before: OffsetDateTime,
+    ) -> Result<crate::bills::MerchantFlowTotals, StoreError> {
+        let mchid = mchid.to_string();
+        self.threads
+            .read(move |c| ops::bills::merchant_flow_before(c, &mchid, before))
+            .await
+    }
+
+    async fn keep_bill_file(
+        &self,
+        file: &crate::bills::BillFileRecord,
+    ) -> Result<crate::bills::BillFileRecord, StoreError> {
+        let file = file.clone();
+        self.threads
+            .write(move |c| ops::bills::keep_bill_file(c, &file))
+            .await
+    }
+
+    async fn bill_file(
+        &self,
+        mchid: &str,
+        bill_date: &str,
+        kind: &str,
+    ) -> Result<Option<crate::bills::BillFileRecord>, StoreError> {
+        let (mchid, bill_date, kind) = (mchid.to_string(), bill_date.to_string(), kind.to_string());
+        self.threads
+            .read(move |c| ops::bills::bill_file(c, &mchid, &bill_date, &kind))
+            .await
+    }
+
+    async fn insert_bill_download(
+        &self,
+        download: &crate::bills::BillDownloadRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let download = download.clone();
+        self.threads
+            .write(move |c| ops::bills::insert_bill_download(c, &download, now))
+            .await
+    }
+
+    async fn bill_download(
+        &self,
+        token: &str,
+    ) -> Result<Option<crate::bills::BillDownloadRecord>, StoreError> {
+        let token = token.to_string();
+        self.threads
+            .read(move |c| ops::bills::bill_download(c, &token))
+            .await
+    }
 }

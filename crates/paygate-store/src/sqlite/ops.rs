@@ -64,6 +64,8 @@ fn execute<P: Params>(conn: &Connection, sql: &str, params: P) -> Result<usize> 
 
 // Refunds live in their own file; they share this file's helpers.
 pub(super) mod refunds;
+// Bills (bills.rs), likewise.
+pub(super) mod bills;
 // Profit sharing (sharing.rs; helper SHARING), likewise.
 pub(super) mod sharing;
 
