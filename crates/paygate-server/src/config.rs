@@ -27,6 +27,8 @@ pub struct Config {
     pub risk: RiskSettings,
     /// Fees and the ledger's journal (fees.rs).
     pub ledger: crate::fees::LedgerConfig,
+    /// End-of-day reconciliation: the daily job, the cross-day pool (recon.rs).
+    pub recon: crate::recon::ReconConfig,
     /// Merchant bills: when days close, download URL lifetime.
     pub bills: crate::bills::BillsConfig,
 }
@@ -323,6 +325,7 @@ impl Default for Config {
             workers: WorkerConfig::default(),
             risk: RiskSettings::default(),
             ledger: Default::default(),
+            recon: Default::default(),
             bills: Default::default(),
         }
     }

@@ -894,16 +894,19 @@ fn paid_change(
         t,
     );
     attempt_change.channel_transaction_id = tx.transaction_id.clone();
-    let repair = (order.state == OrderState::Closed).then(|| RepairRecord {
+    // Reconciliation's repairs are recorded too, whatever the state they fix (recon.rs).
+    let by_recon = source == crate::recon::REPAIR_SOURCE;
+    let repair = (order.state == OrderState::Closed || by_recon).then(|| RepairRecord {
         id: uuid::Uuid::new_v4().to_string(),
         transaction_id: order.transaction_id.clone(),
         source: source.to_string(),
-        way: "late_payment_after_close".into(),
-        before_state: OrderState::Closed,
+        way: if by_recon { "query_and_apply" } else { "late_payment_after_close" }.into(),
+        before_state: order.state,
         after_state: OrderState::Success,
         detail: format!(
-            "channel attempt {} reported SUCCESS after the order was closed",
-            attempt.attempt_id
+            "channel attempt {} reported SUCCESS while the order was {}",
+            attempt.attempt_id,
+            order.state.as_str()
         ),
         at: t,
     });

@@ -759,7 +759,7 @@ pub async fn settle_unverified(app: &AppState, attempt_id: &str) {
 }
 
 /// Asks the channel about a refund and applies the answer; never sends anything.
-async fn settle_by_query(app: &AppState, refund: &RefundRecord) -> Result<(), ApiError> {
+pub(crate) async fn settle_by_query(app: &AppState, refund: &RefundRecord) -> Result<(), ApiError> {
     let merchant = app
         .store
         .get_merchant(&refund.mchid)

@@ -31,6 +31,8 @@ const NEVER_ARRIVED_AFTER: time::Duration = time::Duration::minutes(2);
 pub fn spawn(app: Arc<AppState>) {
     // Closes business days for merchant bills (bills.rs).
     crate::bills::spawn_closer(Arc::clone(&app));
+    // Yesterday's reconciliation, once its bills exist (recon_admin.rs).
+    crate::recon_admin::spawn_daily(Arc::clone(&app));
     let poller = Arc::clone(&app);
     tokio::spawn(async move {
         let every = poller.scaled(Duration::from_millis(

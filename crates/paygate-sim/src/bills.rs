@@ -194,11 +194,12 @@ async fn trade_bill(
         .account(&caller.mchid)
         .map_or(60, |a| a.fee_rate_bp);
     let gen_owner = owner.clone();
+    let bill_faults = app.faults_for(&caller.mchid).bill;
     answer(
         &app,
         &caller.mchid,
         (owner, date, Kind::Trade(kind)),
-        |store| trade_rows(store, &gen_owner, date, kind, fee_rate_bp),
+        |store| trade_rows(store, &gen_owner, date, kind, fee_rate_bp, &bill_faults),
         q.tar_type,
     )
 }
@@ -307,6 +308,7 @@ fn trade_rows(
     date: Date,
     kind: TradeBillKind,
     fee_rate_bp: u32,
+    faults: &crate::faults::BillFaults,
 ) -> Option<Vec<u8>> {
     let mut rows: Vec<(time::OffsetDateTime, TradeBillRow)> = Vec::new();
     let sub = |o: &Owner| o.sub_mchid.clone().unwrap_or_else(|| "0".to_string());
@@ -318,36 +320,34 @@ fn trade_rows(
             continue;
         }
         let fee = fee_fen(order.input.total_fen, fee_rate_bp);
-        rows.push((
-            paid,
-            TradeBillRow {
-                trade_time: bill_time_beijing(paid),
-                appid: order
-                    .input
-                    .sub_appid
-                    .clone()
-                    .unwrap_or_else(|| order.input.appid.clone()),
-                mchid: owner.mchid.clone(),
-                sub_mchid: sub(owner),
-                device_id: order.input.device_id.clone().unwrap_or_default(),
-                transaction_id: order.transaction_id.clone(),
-                out_trade_no: order.input.out_trade_no.clone(),
-                openid: order.payer_openid.clone().unwrap_or_default(),
-                trade_type: order.input.trade.as_str().to_string(),
-                trade_state: "SUCCESS".into(),
-                bank_type: order.bank_type.clone().unwrap_or_default(),
-                currency: order.input.currency.clone(),
-                settlement_total_fen: order.input.total_fen,
-                refund_id: "0".into(),
-                out_refund_no: "0".into(),
-                goods_name: order.input.description.clone(),
-                attach: order.input.attach.clone().unwrap_or_default(),
-                fee_milli_fen: fee * 1000,
-                fee_rate: fee_rate_text(fee_rate_bp),
-                order_total_fen: order.input.total_fen,
-                ..TradeBillRow::default()
-            },
-        ));
+        let row = TradeBillRow {
+            trade_time: bill_time_beijing(paid),
+            appid: order
+                .input
+                .sub_appid
+                .clone()
+                .unwrap_or_else(|| order.input.appid.clone()),
+            mchid: owner.mchid.clone(),
+            sub_mchid: sub(owner),
+            device_id: order.input.device_id.clone().unwrap_or_default(),
+            transaction_id: order.transaction_id.clone(),
+            out_trade_no: order.input.out_trade_no.clone(),
+            openid: order.payer_openid.clone().unwrap_or_default(),
+            trade_type: order.input.trade.as_str().to_string(),
+            trade_state: "SUCCESS".into(),
+            bank_type: order.bank_type.clone().unwrap_or_default(),
+            currency: order.input.currency.clone(),
+            settlement_total_fen: order.input.total_fen,
+            refund_id: "0".into(),
+            out_refund_no: "0".into(),
+            goods_name: order.input.description.clone(),
+            attach: order.input.attach.clone().unwrap_or_default(),
+            fee_milli_fen: fee * 1000,
+            fee_rate: fee_rate_text(fee_rate_bp),
+            order_total_fen: order.input.total_fen,
+            ..TradeBillRow::default()
+        };
+        rows.extend(faults.apply(row).into_iter().map(|r| (paid, r)));
     }
     for refund in store.refunds.values().filter(|r| &r.owner == owner) {
         if kind == TradeBillKind::Success || beijing_date(refund.created_at) != date {

@@ -63,6 +63,47 @@ pub struct Faults {
     /// Probability (ppm) that a refund ends ABNORMAL.
     #[serde(default)]
     pub refund_abnormal_rate_ppm: u32,
+    /// Trade-bill faults, for reconciliation tests (applied when a day's bill is generated).
+    #[serde(default)]
+    pub bill: BillFaults,
+}
+
+/// Faults in the trade bill's payment rows, by out_trade_no: a missing row, a duplicated
+/// row, a changed amount, a changed fee. The summary row is computed after them, so the
+/// file stays self-consistent, as a real bill with these errors would be.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BillFaults {
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub duplicate: Vec<String>,
+    #[serde(default)]
+    pub amount_delta_fen: std::collections::BTreeMap<String, i64>,
+    #[serde(default)]
+    pub fee_delta_fen: std::collections::BTreeMap<String, i64>,
+}
+
+impl BillFaults {
+    /// The payment row(s) to write for `row` (none, one or two), with the faults applied.
+    pub fn apply(
+        &self,
+        mut row: paygate_wxpay::bill::TradeBillRow,
+    ) -> Vec<paygate_wxpay::bill::TradeBillRow> {
+        if self.drop.contains(&row.out_trade_no) {
+            return Vec::new();
+        }
+        if let Some(d) = self.amount_delta_fen.get(&row.out_trade_no) {
+            row.settlement_total_fen += d;
+            row.order_total_fen += d;
+        }
+        if let Some(d) = self.fee_delta_fen.get(&row.out_trade_no) {
+            row.fee_milli_fen += d * 1000;
+        }
+        if self.duplicate.contains(&row.out_trade_no) {
+            return vec![row.clone(), row];
+        }
+        vec![row]
+    }
 }
 
 fn default_timeout_ms() -> u64 {

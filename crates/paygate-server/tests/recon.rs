@@ -1,0 +1,362 @@
+//! End-of-day reconciliation against the simulator's bills (issue 9 §5), on SQLite and on
+//! PostgreSQL: a clean day (payments and a refund) shows no discrepancy and balances; a day
+//! with a lost notification, a changed amount, a changed fee, a missing row and a duplicated
+//! row finds each exactly once, repairs the lost notification through the state machine
+//! (repair record, merchant notification), and leaves the rest to the operator queue, whose
+//! resolution is a compare-and-set with an audit row.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Gw, backends, eventually, out_no, start};
+use paygate_wxpay::models::payments::Transaction;
+use serde_json::{Value, json};
+
+async fn admin_post(gw: &Gw, path: &str, body: Value) -> (u16, Value) {
+    let resp = gw
+        .http
+        .post(format!("{}admin/v1/{path}", gw.gw.base_url))
+        .bearer_auth("operator-secret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn prepay(gw: &Gw, no: &str, total: i64) {
+    let body = json!({"appid": gw.kit.merchant.appid, "mchid": gw.mchid(), "description": "对账测试",
+        "out_trade_no": no, "notify_url": "https://merchant.invalid/notify",
+        "amount": {"total": total, "currency": "CNY"}});
+    let _: Value = gw
+        .client
+        .post_json("/v3/pay/transactions/native", &body)
+        .await
+        .unwrap();
+}
+
+async fn paid(gw: &Gw, total: i64) -> Transaction {
+    let no = out_no("rc");
+    prepay(gw, &no, total).await;
+    gw.pay(&no).await;
+    gw.wait_state(&no, "SUCCESS").await
+}
+
+/// The channel's out_trade_no of an order's first attempt.
+fn attempt_of(t: &Transaction) -> String {
+    format!("{}01", t.transaction_id.clone().unwrap())
+}
+
+fn day_of(t: &Transaction) -> String {
+    t.success_time.clone().unwrap()[..10].to_string()
+}
+
+async fn sim_post(gw: &Gw, path: &str, body: Value) {
+    let sim = gw.gw.sandbox.as_ref().unwrap();
+    let r = gw
+        .http
+        .post(format!("{}sandbox/v1/{path}", sim.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+async fn sim_faults(gw: &Gw, faults: Value) {
+    let sim = gw.gw.sandbox.as_ref().unwrap();
+    let sp = &sim.partner.merchant.mchid;
+    let r = gw
+        .http
+        .put(format!("{}sandbox/v1/faults/{sp}", sim.base_url))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+async fn reconcile(gw: &Gw, day: &str) -> Value {
+    sim_post(gw, "bills/close-day", json!({"bill_date": day})).await;
+    let (status, body) = admin_post(gw, "recon/runs", json!({"bill_date": day})).await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"][0].clone()
+}
+
+fn counts(run: &Value) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = run["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect();
+    v.sort();
+    v.retain(|(_, n)| *n > 0);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_day_shows_no_discrepancy_and_balances() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let a = paid(&gw, 100).await;
+        paid(&gw, 2_345).await;
+        let c = paid(&gw, 1).await;
+        // A refund, settled at the gateway before the day is reconciled.
+        let refund = json!({"out_trade_no": a.out_trade_no, "out_refund_no": out_no("rf"),
+            "amount": {"refund": 40, "total": 100, "currency": "CNY"}});
+        let r: Value = gw
+            .client
+            .post_json("/v3/refund/domestic/refunds", &refund)
+            .await
+            .unwrap();
+        let out_refund_no = r["out_refund_no"].as_str().unwrap().to_string();
+        eventually(|| async {
+            let r: Value = gw
+                .client
+                .get_json(&format!("/v3/refund/domestic/refunds/{out_refund_no}"))
+                .await
+                .unwrap();
+            (r["status"] == "SUCCESS").then_some(())
+        })
+        .await;
+        let day = day_of(&c);
+        assert_eq!(day, day_of(&a), "the test ran across midnight Beijing time");
+
+        let run = reconcile(&gw, &day).await;
+        assert_eq!(counts(&run), vec![], "{run}");
+        assert_eq!(
+            (
+                run["bill_rows"].as_u64(),
+                run["platform_rows"].as_u64(),
+                run["matched"].as_u64()
+            ),
+            (Some(4), Some(4), Some(4)),
+            "{run}"
+        );
+        assert_eq!(run["balanced"], true, "{run}");
+
+        let (status, report) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/report?bill_date={day}"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let scopes: Vec<&str> = report["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["scope"].as_str().unwrap())
+            .collect();
+        assert!(
+            scopes.contains(&"CHANNEL") && scopes.contains(&"FUND_FLOW"),
+            "{report}"
+        );
+        assert!(
+            report["balances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["balanced"] == true),
+            "{report}"
+        );
+        assert!(report["runs"][0]["trade_bill_sha1"].as_str().unwrap().len() >= 40);
+        gw.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_injected_class_is_found_once_and_resolved_as_designed() {
+    for pg in backends() {
+        // The poller must not find the lost payment before the reconciliation does.
+        let gw = start(pg.as_deref(), |c| {
+            c.workers.poll_interval_ms = 3_600_000_000
+        })
+        .await;
+        let changed = paid(&gw, 500).await;
+        let fee = paid(&gw, 10_000).await;
+        let missing = paid(&gw, 700).await;
+        let twice = paid(&gw, 800).await;
+        // The lost notification: the channel has the payment, the gateway never heard.
+        sim_faults(&gw, json!({"notify": {"drop_rate_ppm": 1_000_000}})).await;
+        let lost_no = out_no("lost");
+        prepay(&gw, &lost_no, 900).await;
+        gw.pay(&lost_no).await;
+        assert_eq!(gw.query(&lost_no).await.trade_state.as_str(), "NOTPAY");
+        let lost_tx = gw
+            .gw
+            .state
+            .store
+            .get_order(gw.mchid(), &lost_no)
+            .await
+            .unwrap()
+            .unwrap()
+            .transaction_id;
+        let lost_attempt = format!("{lost_tx}01");
+        let day = day_of(&twice);
+        sim_faults(
+            &gw,
+            json!({"bill": {
+                "drop": [attempt_of(&missing)],
+                "duplicate": [attempt_of(&twice)],
+                "amount_delta_fen": {attempt_of(&changed): 1},
+                "fee_delta_fen": {attempt_of(&fee): 1},
+            }}),
+        )
+        .await;
+
+        let run = reconcile(&gw, &day).await;
+        let want: Vec<(String, u64)> = [
+            "AMOUNT_MISMATCH",
+            "DUPLICATE",
+            "FEE_MISMATCH",
+            "STATUS_MISMATCH",
+        ]
+        .iter()
+        .map(|c| (c.to_string(), 1))
+        .collect();
+        let mut got = counts(&run);
+        // The missing row waits in the cross-day pool (it may be in tomorrow's bill).
+        assert_eq!(run["pool"]["held"], 1, "{run}");
+        got.retain(|(c, _)| c != "PLATFORM_ONLY");
+        assert_eq!(got, want, "{run}");
+        assert_eq!(
+            run["auto_resolved"], 1,
+            "only the lost notification is repaired: {run}"
+        );
+
+        // The repair went through the state machine: paid, a repair record, a notification.
+        gw.wait_state(&lost_no, "SUCCESS").await;
+        let repairs = gw.gw.state.store.repairs(&lost_tx).await.unwrap();
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(
+            (repairs[0].source.as_str(), repairs[0].way.as_str()),
+            ("reconciliation", "query_and_apply")
+        );
+        assert_eq!(repairs[0].before_state.as_str(), "NOTPAY");
+        let notes = gw.gw.state.store.notifications_of(&lost_tx).await.unwrap();
+        assert!(notes.iter().any(|n| n.event_type == "TRANSACTION.SUCCESS"));
+
+        // The operator queue: the other findings, with both sides' evidence.
+        let (status, open) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/discrepancies?bill_date={day}&state=OPEN"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let open = open["data"].as_array().unwrap().clone();
+        assert_eq!(open.len(), 3, "{open:?}");
+        let amount = open
+            .iter()
+            .find(|d| d["class"] == "AMOUNT_MISMATCH")
+            .unwrap();
+        assert_eq!(amount["out_no"], attempt_of(&changed));
+        assert_eq!(amount["channel"]["amount_fen"], 501);
+        assert_eq!(amount["paygate"]["amount_fen"], 500);
+        assert_eq!(
+            amount["channel"]["bill_row"]["out_trade_no"],
+            attempt_of(&changed)
+        );
+        assert_eq!(
+            amount["paygate"]["transaction_id"],
+            changed.transaction_id.clone().unwrap()
+        );
+        let (status, auto) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/discrepancies?bill_date={day}&state=AUTO_RESOLVED"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(auto["data"][0]["out_no"], lost_attempt);
+        assert_eq!(auto["data"][0]["resolution"], "QUERY_AND_APPLY");
+
+        // Resolving: a reason is required; once; audited.
+        let id = amount["id"].as_str().unwrap();
+        let (status, err) = admin_post(
+            &gw,
+            &format!("recon/discrepancies/{id}/resolve"),
+            json!({"reason": " "}),
+        )
+        .await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (400, Some("PARAM_ERROR")),
+            "{err}"
+        );
+        let (status, err) =
+            admin_post(&gw, &format!("recon/discrepancies/{id}/resolve"), json!({})).await;
+        assert_eq!(status, 400, "{err}");
+        let (status, done) = admin_post(
+            &gw,
+            &format!("recon/discrepancies/{id}/resolve"),
+            json!({"reason": "coupon booked by the channel", "operator": "ops-1"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(done["state"], "RESOLVED");
+        assert_eq!(done["audit"][0]["actor"], "ops-1");
+        assert_eq!(done["audit"][0]["before"], "OPEN");
+        let (status, again) = admin_post(
+            &gw,
+            &format!("recon/discrepancies/{id}/resolve"),
+            json!({"reason": "again"}),
+        )
+        .await;
+        assert_eq!(
+            (status, again["code"].as_str()),
+            (400, Some("INVALID_REQUEST")),
+            "{again}"
+        );
+        let (status, _) = admin_post(
+            &gw,
+            "recon/discrepancies/nope/resolve",
+            json!({"reason": "x"}),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, _) = admin_post(&gw, "recon/runs", json!({"bill_date": "2026-13-01"})).await;
+        assert_eq!(status, 400);
+
+        // A re-run of the day keeps the resolved and repaired findings, finds nothing new.
+        let again = reconcile(&gw, &day).await;
+        assert_eq!(again["auto_resolved"], 0, "{again}");
+        let (_, all) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/discrepancies?bill_date={day}"),
+            )
+            .await;
+        let states: Vec<&str> = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states.iter().filter(|s| **s == "RESOLVED").count(),
+            1,
+            "{all}"
+        );
+        let (_, report) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/report?bill_date={day}"),
+            )
+            .await;
+        assert!(
+            report["balances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["balanced"] == false),
+            "a faulty bill does not balance: {report}"
+        );
+        gw.finish().await;
+    }
+}
