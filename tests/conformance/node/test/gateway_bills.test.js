@@ -151,19 +151,25 @@ for (const backend of BACKENDS) {
     }
 
     for (const gzip of [false, true]) {
-      it(`fund-flow bill BASIC${gzip ? ' (tar_type=GZIP)' : ''}: income and expense, running balance`, async () => {
+      it(`fund-flow bill BASIC${gzip ? ' (tar_type=GZIP)' : ''}: payment, fee, refund, fee given back; running balance`, async () => {
         const wx = client(ctx.kit, 'pubkey');
         const params = { bill_date: ctx.billDate, account_type: 'BASIC' };
         if (gzip) params.tar_type = 'GZIP';
         const apply = await ok('fundflowbill', wx.v3.bill.fundflowbill.get({ params }));
         const bytes = await fetchBill(wx, ctx.kit, apply, gzip);
         const { rows, summary } = Formatter.castCsvBill(bytes);
-        assert.equal(rows.length, 2);
-        assert.equal(rows[0]['收支类型'], '收入');
-        assert.equal(rows[1]['收支类型'], '支出');
-        assert.equal(rows[1]['账户结余(元)'], '10.00');
-        assert.equal(summary['收入金额'], '12.34');
-        assert.equal(summary['支出金额'], '2.34');
+        // The payment and paygate's 0.60% fee (7 fen), the refund and its share of the fee
+        // given back (floor(7 x 234 / 1234) = 1 fen).
+        assert.deepEqual(rows.map((r) => [r['业务名称'], r['收支类型'], r['收支金额(元)']]), [
+          ['交易', '收入', '12.34'],
+          ['扣除交易手续费', '支出', '0.07'],
+          ['退款', '支出', '2.34'],
+          ['退还交易手续费', '收入', '0.01'],
+        ]);
+        assert.deepEqual(rows.map((r) => r['账户结余(元)']), ['12.34', '12.27', '9.93', '9.94']);
+        assert.equal(rows[2]['微信支付业务单号'], ctx.refundId);
+        assert.equal(summary['收入金额'], '12.35');
+        assert.equal(summary['支出金额'], '2.41');
       });
     }
 
