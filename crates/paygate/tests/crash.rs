@@ -80,6 +80,32 @@ impl Drop for TempDir {
     }
 }
 
+/// An account's posted balance from the admin ledger view.
+async fn ledger_balance(
+    http: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    owner: &str,
+    kind: &str,
+) -> Option<i64> {
+    let v: Value = http
+        .get(format!("{gateway}/admin/v1/ledger/accounts?owner={owner}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["accounts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["kind"] == kind)?["balance_posted"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// A child process whose stdout is scanned for `listening on http://…` and whose stderr goes to
 /// a log file (appended across restarts). Killed (SIGKILL) and reaped when dropped.
 struct Proc {
@@ -935,6 +961,48 @@ async fn scenario() {
                 o.no, v["order"]
             ));
         }
+        // The ledger: the payment posted exactly once (net + fee legs summing to the total).
+        let legs = v["ledger_transfers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let posted: i64 = legs.iter().filter_map(|t| t["amount"].as_i64()).sum();
+        if legs.is_empty() || legs.len() > 2 || posted != o.total {
+            problems.push(format!(
+                "{}: ledger has {} payment transfers for {posted} fen (want 1-2 for {}): {}",
+                o.no,
+                legs.len(),
+                o.total,
+                Value::Array(legs)
+            ));
+        }
+    }
+    // The ledger after the restart: what the channel owes us is exactly what was paid, and
+    // the audit recomputes the journal and replays every balance.
+    let paid_fen: i64 = paid.iter().map(|o| o.total).sum();
+    let clearing = ledger_balance(http, &gateway, &token, "wx", "channel_clearing").await;
+    let merchant = ledger_balance(http, &gateway, &token, &ctx.mchid, "merchant_pending").await;
+    let fee = ledger_balance(http, &gateway, &token, "platform", "platform_fee_income").await;
+    if clearing != Some(paid_fen) || merchant.zip(fee).map(|(m, f)| m + f) != Some(paid_fen) {
+        problems.push(format!(
+            "ledger after restart: clearing {clearing:?}, merchant {merchant:?} + fee {fee:?}, paid {paid_fen} fen"
+        ));
+    }
+    let audit = Command::new(BIN)
+        .args([
+            "audit",
+            "verify",
+            "--data-dir",
+            &data_dir.0.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let audit_out = String::from_utf8_lossy(&audit.stdout).into_owned();
+    if !audit.status.success() {
+        problems.push(format!(
+            "paygate audit verify failed after the restart: {}{audit_out}",
+            String::from_utf8_lossy(&audit.stderr)
+        ));
     }
 
     // the simulator's side: as many orders paid there as we paid, each notified to the gateway
@@ -1008,6 +1076,10 @@ async fn scenario() {
     );
     println!(
         "  re-prepay of unpaid orders: same credential {same_credential}, refreshed {refreshed}"
+    );
+    println!(
+        "  ledger: clearing {clearing:?} fen for {paid_fen} fen paid; audit: {}",
+        audit_out.trim().replace('\n', "; ")
     );
     println!(
         "  restart time {restart_time:?} (spawn -> listening), downtime {downtime:?}; load {load_time:?}, settling {settle_time:?}, notifications at the merchant {drain_time:?}, outbox drained {outbox_drain_time:?}; whole test {:?}",
