@@ -9,6 +9,7 @@
 mod audit;
 mod bench;
 mod demo;
+mod recon;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -122,6 +123,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// End-of-day reconciliation against the channels' bills (on a running gateway).
+    Recon {
+        #[command(subcommand)]
+        command: recon::ReconCommand,
     },
     /// Merchants of the gateway.
     Merchant {
@@ -252,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Bench { command } => run_bench(command).await,
+        Command::Recon { command } => recon::run(command).await,
         Command::Audit {
             command: AuditCommand::Verify { store },
         } => audit::run(store.config()?).await,
