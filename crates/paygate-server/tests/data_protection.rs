@@ -1,0 +1,172 @@
+//! Issue 7 §1 and §8: a full flow (JSAPI prepay with an openid and a merchant data package
+//! carrying an ID number and a bank card, the payment, its notification, a refund and its
+//! notification), then the database itself is searched — the SQLite file with its WAL, and a
+//! `pg_dump` of the test schema on PostgreSQL — for every openid, ID number and card number
+//! used: none is there in plaintext, while the API still answers them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+mod common;
+
+use common::*;
+
+const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+const ID_NUMBER: &str = "11010519491231002X";
+const CARD: &str = "6222021234567890128";
+
+/// A notify_url that answers 200 and keeps what it got.
+async fn receiver() -> (String, Arc<Mutex<Vec<Bytes>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |body: Bytes| {
+            let keep = Arc::clone(&keep);
+            async move {
+                keep.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/notify"), got)
+}
+
+/// Everything the database holds, as bytes: the SQLite file and its WAL, or a pg_dump.
+fn database_bytes(gw: &Gw) -> Vec<u8> {
+    match &gw.pg_schema {
+        None => {
+            let mut all = Vec::new();
+            for name in ["paygate.db", "paygate.db-wal"] {
+                if let Ok(b) = std::fs::read(gw.dir.join(name)) {
+                    all.extend(b);
+                }
+            }
+            assert!(all.len() > 4096, "the SQLite file was read");
+            all
+        }
+        Some((url, schema)) => {
+            let out = std::process::Command::new("pg_dump")
+                .args(["--schema", schema, "--data-only", "--dbname", url])
+                .output()
+                .expect("pg_dump runs");
+            assert!(
+                out.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("COPY"),
+                "a dump"
+            );
+            out.stdout
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn after_a_full_flow_no_openid_id_number_or_card_number_is_stored_in_plaintext() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let (notify_url, got) = receiver().await;
+        let no = out_no("DP");
+        let body = json!({"appid": gw.kit.merchant.appid, "mchid": gw.mchid(),
+            "description": "数据保护", "out_trade_no": no, "notify_url": notify_url,
+            "attach": format!("身份证 {ID_NUMBER} 卡 {CARD}"),
+            "payer": {"openid": OPENID}, "amount": {"total": 300, "currency": "CNY"}});
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/jsapi", &body)
+            .await
+            .unwrap();
+        gw.pay(&no).await;
+        let paid = gw.wait_state(&no, "SUCCESS").await;
+        // Through the API everything is there, in plaintext.
+        assert_eq!(paid.payer.unwrap().openid.as_deref(), Some(OPENID));
+        assert_eq!(
+            paid.attach.as_deref(),
+            Some(format!("身份证 {ID_NUMBER} 卡 {CARD}").as_str())
+        );
+        let refund: Value = gw
+            .client
+            .post_json(
+                "/v3/refund/domestic/refunds",
+                &json!({"out_trade_no": no, "out_refund_no": format!("R{no}"),
+                        "notify_url": notify_url,
+                        "amount": {"refund": 100, "total": 300, "currency": "CNY"}}),
+            )
+            .await
+            .unwrap();
+        assert!(refund["refund_id"].is_string(), "{refund}");
+        // The payment's and the refund's notifications were delivered.
+        eventually(|| async { (got.lock().unwrap().len() >= 2).then_some(()) }).await;
+
+        let bytes = database_bytes(&gw);
+        for secret in [OPENID, ID_NUMBER, CARD] {
+            assert!(
+                !contains(&bytes, secret),
+                "{secret} stored in plaintext (pg: {})",
+                pg.is_some()
+            );
+        }
+        assert!(contains(&bytes, "pgv1.dk_"), "sealed values are there");
+        assert!(
+            contains(&bytes, "ov_"),
+            "the order references the openid vault"
+        );
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_with_the_same_master_key_reads_its_sealed_orders() {
+    let gw = start(None, |_| {}).await;
+    let no = out_no("RS");
+    let body = json!({"appid": gw.kit.merchant.appid, "mchid": gw.mchid(),
+        "description": "重启", "out_trade_no": no, "notify_url": "http://127.0.0.1:9/n",
+        "payer": {"openid": OPENID}, "amount": {"total": 5, "currency": "CNY"}});
+    let _: Value = gw
+        .client
+        .post_json("/v3/pay/transactions/jsapi", &body)
+        .await
+        .unwrap();
+    let config = gw.gw.state.config.clone();
+    let store = paygate_server::key_rotation::open_store(&config)
+        .await
+        .unwrap();
+    let order = store.get_order(gw.mchid(), &no).await.unwrap().unwrap();
+    assert_eq!(order.payer_openid.as_deref(), Some(OPENID));
+    // The master key is a file of the data directory, readable by its owner only.
+    let key = config.data_dir.join("master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Without it, or with another one, nothing is guessed.
+    let mut other = config.clone();
+    other.security.master_key = Some(format!(
+        "file:{}",
+        config.data_dir.join("other.key").display()
+    ));
+    assert!(
+        paygate_server::key_rotation::open_store(&other)
+            .await
+            .is_err()
+    );
+    gw.finish().await;
+}
