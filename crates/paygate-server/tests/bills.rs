@@ -538,3 +538,46 @@ async fn another_merchants_bill_and_download_are_never_reachable() {
         gw.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_job_closes_yesterday_and_the_missed_days_before_it() {
+    for pg in backends() {
+        // Due at 00:00 Beijing: whenever the test runs, yesterday is due.
+        let gw = start(pg.as_deref(), |c| {
+            c.bills.close_after = "00:00".into();
+            c.bills.catch_up_days = 2;
+            c.bills.check_interval_s = 1;
+        })
+        .await;
+        let store = gw.gw.state.store.as_ref();
+        let yesterday = today().previous_day().unwrap();
+        let due: Vec<Date> = (0..3)
+            .map(|n| yesterday - time::Duration::days(n))
+            .collect();
+        for d in &due {
+            let closed =
+                eventually(|| async { store.bill_day(&format_date(*d)).await.unwrap() }).await;
+            assert_eq!(closed.closed_by, "schedule", "{d}");
+        }
+        let older = yesterday - time::Duration::days(3);
+        assert!(
+            store.bill_day(&format_date(older)).await.unwrap().is_none(),
+            "beyond catch_up_days"
+        );
+        assert!(
+            store
+                .bill_day(&format_date(today()))
+                .await
+                .unwrap()
+                .is_none(),
+            "today is not over"
+        );
+        // Yesterday is closed and the merchant had no trade: WeChat's "no statement".
+        let path = format!("/v3/bill/tradebill?bill_date={}", format_date(yesterday));
+        assert_eq!(
+            api_code(apply(&gw.client, &path).await),
+            (400, "NO_STATEMENT_EXIST".into())
+        );
+        gw.finish().await;
+    }
+}
