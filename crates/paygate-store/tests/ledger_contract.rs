@@ -51,6 +51,7 @@ contract!(
     a_refund_takes_available_funds_when_pending_is_short_and_is_refused_when_both_are,
     the_integrator_sequences_every_transfer_once_under_signed_checkpoints,
     concurrent_postings_on_the_same_accounts_lose_no_update,
+    concurrent_integrators_give_every_transfer_one_leaf,
 );
 
 const MCHID: &str = "1900000109";
@@ -562,4 +563,57 @@ async fn concurrent_postings_on_the_same_accounts_lose_no_update(db: Db) {
     let transfers = assert_ledger_consistent(&*s).await;
     // 2 payment legs + 2 reserves, 2 posts, 1 paid + 2 reserves, 2 voids per order.
     assert_eq!(transfers, 11 * ORDERS);
+}
+
+async fn concurrent_integrators_give_every_transfer_one_leaf(db: Db) {
+    let s = db.open().await;
+    let signer = Arc::new(NoteSigner::generate(ORIGIN).unwrap());
+    let mut tasks = Vec::new();
+    // Ten writers and four integrators (as on four nodes) at once.
+    for w in 0..10 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                paid_in_ledger(&*s, &format!("42000000000000000000000030{w}{i}"), 1_000, 6).await;
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let (s, signer) = (s.clone(), signer.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                s.integrate_journal(signer.clone(), ORIGIN, 7, t(2))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    while s
+        .integrate_journal(signer.clone(), ORIGIN, 100, t(3))
+        .await
+        .unwrap()
+        .appended
+        > 0
+    {}
+    let rows = s.journal_entries(0, 1_000).await.unwrap();
+    assert_eq!(rows.len(), 100, "50 payments x 2 legs, each sequenced once");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(
+            r.leaf_index,
+            Some(i as u64),
+            "leaf indices are 0..n without gaps"
+        );
+    }
+    let checkpoints = s.ledger_checkpoints(1_000).await.unwrap();
+    let verifier = CheckpointVerifier::new(ORIGIN, signer.verifier());
+    let entries: Vec<_> = rows.iter().map(|r| r.journal_entry().unwrap()).collect();
+    // Every checkpoint ever written is a prefix of the one log.
+    for cp in &checkpoints {
+        verify_log(&entries, &cp.note, &verifier).unwrap();
+    }
+    assert_eq!(checkpoints[0].size, 100);
+    assert_ledger_consistent(&*s).await;
 }
