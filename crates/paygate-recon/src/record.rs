@@ -94,17 +94,18 @@ impl State {
 /// never heard back) or PROCESSING while the bill already says SUCCESS does not.
 pub const fn states_agree(channel: State, platform: State) -> bool {
     use State::*;
-    match (channel, platform) {
-        (Paid, Paid) => true,
-        (Revoked, Closed) => true,
-        (RefundProcessing, RefundProcessing | RefundSuccess | RefundFailed | RefundAbnormal) => {
-            true
-        }
-        (RefundSuccess, RefundSuccess) => true,
-        (RefundFailed, RefundFailed) => true,
-        (RefundAbnormal, RefundAbnormal) => true,
-        _ => false,
-    }
+    matches!(
+        (channel, platform),
+        (Paid, Paid)
+            | (Revoked, Closed)
+            | (
+                RefundProcessing,
+                RefundProcessing | RefundSuccess | RefundFailed | RefundAbnormal
+            )
+            | (RefundSuccess, RefundSuccess)
+            | (RefundFailed, RefundFailed)
+            | (RefundAbnormal, RefundAbnormal)
+    )
 }
 
 /// One side's view of one payment or refund.

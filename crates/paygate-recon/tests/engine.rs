@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The engine against generated days: a clean day has no discrepancy, every injected fault
 //! is found exactly once as its class, the generated bill is a bill `paygate_wxpay` reads,
 //! and the pool pairs the halves of a day-cut item.
