@@ -342,6 +342,31 @@ async fn a_bill_is_made_once_and_later_payments_do_not_change_it() {
             !text.contains(&late),
             "a payment after the close is not in the closed bill"
         );
+        // The file is answered unsigned, as WeChat does (§4.10), as plain text or gzip.
+        let target = first
+            .download_url
+            .strip_prefix(gw.gw.base_url.trim_end_matches('/'))
+            .unwrap();
+        let raw = gw.client.send_unverified("GET", target, b"").await.unwrap();
+        assert_eq!(raw.status, 200);
+        assert!(
+            raw.header("Wechatpay-Signature").is_none(),
+            "no signature headers"
+        );
+        assert_eq!(
+            raw.header("Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
+        let gz = apply(&gw.client, &format!("{path}&tar_type=GZIP"))
+            .await
+            .unwrap();
+        let target = gz
+            .download_url
+            .strip_prefix(gw.gw.base_url.trim_end_matches('/'))
+            .unwrap();
+        let raw = gw.client.send_unverified("GET", target, b"").await.unwrap();
+        assert_eq!(raw.header("Content-Type"), Some("application/x-gzip"));
+        assert!(raw.header("Wechatpay-Signature").is_none());
         // Both URLs work until they expire; an unknown token is refused like an expired one.
         assert_eq!(
             gw.client.download(&first.download_url).await.unwrap(),
