@@ -29,6 +29,8 @@ pub mod risk;
 pub mod risk_rules;
 pub mod routing;
 pub mod sandbox;
+pub mod sharing;
+pub mod sharing_flow;
 pub mod tls;
 pub mod views;
 pub mod workers;

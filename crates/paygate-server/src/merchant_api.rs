@@ -46,6 +46,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/v3/certificates", get(certificates))
         .route("/paygate/v1/pay-params", post(pay_params))
+        // Profit sharing (§4.8; sharing.rs).
+        .merge(crate::sharing::routes())
 }
 
 fn same_signer(caller: &Caller, mchid: &str) -> Result<(), ApiFail> {

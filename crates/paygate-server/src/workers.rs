@@ -46,6 +46,10 @@ pub fn spawn(app: Arc<AppState>) {
             if let Err(e) = crate::refunds::poll_once(&poller).await {
                 tracing::warn!(error = %e, "refund poller round failed");
             }
+            // Share orders and returns whose outcome was never learnt (sharing_flow.rs).
+            if let Err(e) = crate::sharing_flow::poll_once(&poller).await {
+                tracing::warn!(error = %e, "profit-sharing poller round failed");
+            }
             tokio::time::sleep(every).await;
         }
     });
@@ -267,6 +271,8 @@ async fn envelope(
         "REFUND.SUCCESS" => ("refund", "退款成功"),
         "REFUND.ABNORMAL" => ("refund", "退款异常"),
         "REFUND.CLOSED" => ("refund", "退款关闭"),
+        "PROFITSHARING.SUCCESS" => ("profitsharing", "分账成功"),
+        "PROFITSHARING.CLOSED" => ("profitsharing", "分账关闭"),
         _ => ("transaction", "支付成功"),
     };
     let sealed = Notification::seal(

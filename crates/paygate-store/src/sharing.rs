@@ -236,6 +236,9 @@ pub struct ShareChange {
     pub finished_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
     pub notifications: Vec<NotificationRecord>,
+    /// The fact's ledger posting (split, unfreeze), applied in the same transaction; a ledger
+    /// refusal rolls the whole change back.
+    pub ledger: Option<paygate_ledger::Posting>,
 }
 
 impl ShareChange {
@@ -254,6 +257,7 @@ impl ShareChange {
             finished_at: None,
             updated_at: now,
             notifications: Vec::new(),
+            ledger: None,
         }
     }
 }
@@ -379,6 +383,8 @@ pub struct ShareReturnChange {
     pub finished_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
     pub notification: Option<NotificationRecord>,
+    /// The return's ledger posting, applied in the same transaction.
+    pub ledger: Option<paygate_ledger::Posting>,
 }
 
 impl ShareReturnChange {
@@ -399,6 +405,7 @@ impl ShareReturnChange {
             finished_at: None,
             updated_at: now,
             notification: None,
+            ledger: None,
         }
     }
 }

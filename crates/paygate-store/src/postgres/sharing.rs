@@ -371,6 +371,9 @@ async fn apply_share(conn: &mut PgConnection, c: &ShareChange) -> Result<bool> {
     for n in &c.notifications {
         insert_notification(conn, n).await?;
     }
+    if let Some(posting) = &c.ledger {
+        super::ledger::apply_posting(conn, posting, crate::ledger::now_ms(c.updated_at)).await?;
+    }
     Ok(true)
 }
 
@@ -603,6 +606,9 @@ async fn apply_return(conn: &mut PgConnection, c: &ShareReturnChange) -> Result<
     }
     if let Some(n) = &c.notification {
         insert_notification(conn, n).await?;
+    }
+    if let Some(posting) = &c.ledger {
+        super::ledger::apply_posting(conn, posting, crate::ledger::now_ms(c.updated_at)).await?;
     }
     Ok(true)
 }

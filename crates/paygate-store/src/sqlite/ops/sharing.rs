@@ -317,6 +317,9 @@ pub(in crate::sqlite) fn apply_share_change(
     for n in &c.notifications {
         insert_notification(conn, n)?;
     }
+    if let Some(posting) = &c.ledger {
+        crate::sqlite::ledger::apply_posting(conn, posting, crate::ledger::now_ms(c.updated_at))?;
+    }
     Ok(Done::keep(true))
 }
 
@@ -490,6 +493,9 @@ pub(in crate::sqlite) fn apply_return_change(
     }
     if let Some(n) = &c.notification {
         insert_notification(conn, n)?;
+    }
+    if let Some(posting) = &c.ledger {
+        crate::sqlite::ledger::apply_posting(conn, posting, crate::ledger::now_ms(c.updated_at))?;
     }
     Ok(Done::keep(true))
 }
