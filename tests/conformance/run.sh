@@ -3,6 +3,7 @@
 #   node     wechatpay-axios-plugin (npm), Node's built-in test runner, against `paygate sim`
 #   python   wechatpayv3 (PyPI), pytest, against `paygate sim`
 #   gateway  both SDKs as merchants of `paygate serve` (node/test/gateway.test.js, gateway_bills.test.js,
+#            gateway_sharing.test.js (profit sharing),
 #            python/test_gateway.py): SQLite store, and PostgreSQL too when
 #            PAYGATE_TEST_DATABASE_URL is set (a fresh private schema per run)
 # Usage: tests/conformance/run.sh            (builds target/debug/paygate with cargo)
@@ -80,6 +81,8 @@ run_gateway() {
   (cd "$HERE/node" && node --test --test-reporter=spec --test-timeout=600000 test/gateway.test.js) || rc=1
   log "gateway: node --test (merchant bills: wechatpay-axios-plugin against paygate serve)"
   (cd "$HERE/node" && node --test --test-reporter=spec --test-timeout=600000 test/gateway_bills.test.js) || rc=1
+  log "gateway: node --test (profit sharing: wechatpay-axios-plugin against paygate serve)"
+  (cd "$HERE/node" && node --test --test-reporter=spec --test-timeout=600000 test/gateway_sharing.test.js) || rc=1
   python_deps || return 1
   log "gateway: pytest (wechatpayv3 against paygate serve)"
   (cd "$HERE/python" && "$venv/bin/python" -m pytest -p no:cacheprovider -q -rA --color=no test_gateway.py) || rc=1
