@@ -143,28 +143,24 @@ impl BillParser {
 }
 
 /// Splits a data line into its values (without the backticks), up to `last` inclusive.
+/// One pass over the line's commas (a single vectorised search, not one call per value);
+/// a comma not followed by a backtick is text, not a separator.
 fn split_values<'a>(line: &'a [u8], last: usize, values: &mut [&'a [u8]; 32]) -> Option<()> {
-    let mut rest = line.strip_prefix(b"`")?;
-    for slot in values.iter_mut().take(last + 1) {
-        let mut from = 0;
-        let end = loop {
-            match memchr::memchr(b',', &rest[from..]) {
-                Some(i) if rest.get(from + i + 1) == Some(&b'`') => break Some(from + i),
-                Some(i) => from += i + 1,
-                None => break None,
-            }
-        };
-        match end {
-            Some(e) => {
-                *slot = &rest[..e];
-                rest = &rest[e + 2..];
-            }
-            None => {
-                *slot = rest;
-                rest = &[];
-            }
+    let rest = line.strip_prefix(b"`")?;
+    let mut start = 0;
+    let mut n = 0;
+    for comma in memchr::memchr_iter(b',', rest) {
+        if rest.get(comma + 1) != Some(&b'`') {
+            continue;
+        }
+        values[n] = &rest[start..comma];
+        n += 1;
+        start = comma + 2;
+        if n > last {
+            return Some(());
         }
     }
+    values[n] = &rest[start.min(rest.len())..];
     Some(())
 }
 
