@@ -38,6 +38,7 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(crate::risk_rules::routes())
         .merge(crate::ledger_admin::routes())
         .merge(crate::recon_admin::routes())
+        .merge(crate::settlement::routes())
         .route("/admin/v1/notifications/{id}/resend", post(resend))
         .route("/admin/v1/channels", get(channels))
         .route("/admin/v1/channels/metrics", get(channel_metrics))

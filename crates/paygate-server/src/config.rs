@@ -31,6 +31,8 @@ pub struct Config {
     pub recon: crate::recon::ReconConfig,
     /// Merchant bills: when days close, download URL lifetime.
     pub bills: crate::bills::BillsConfig,
+    /// Daily settlement: T+N, the job's schedule (settlement.rs).
+    pub settlement: crate::settlement::SettlementConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -326,6 +328,7 @@ impl Default for Config {
             risk: RiskSettings::default(),
             ledger: Default::default(),
             recon: Default::default(),
+            settlement: Default::default(),
             bills: Default::default(),
         }
     }

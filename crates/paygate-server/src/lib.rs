@@ -23,6 +23,8 @@ pub mod merchants;
 pub mod metrics;
 pub mod recon;
 pub mod recon_admin;
+// Daily settlement (helper SETTLE).
+pub mod settlement;
 pub mod recon_balance;
 pub mod refunds;
 pub mod risk;

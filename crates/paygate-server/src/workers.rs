@@ -33,6 +33,8 @@ pub fn spawn(app: Arc<AppState>) {
     crate::bills::spawn_closer(Arc::clone(&app));
     // Yesterday's reconciliation, once its bills exist (recon_admin.rs).
     crate::recon_admin::spawn_daily(Arc::clone(&app));
+    // Daily settlement, T+N (settlement.rs).
+    crate::settlement::spawn_daily(Arc::clone(&app));
     let poller = Arc::clone(&app);
     tokio::spawn(async move {
         let every = poller.scaled(Duration::from_millis(

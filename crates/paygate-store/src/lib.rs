@@ -29,6 +29,7 @@ pub mod postgres;
 pub mod recon;
 pub mod records;
 mod refunds;
+pub mod settlement;
 pub mod sharing;
 pub mod sqlite;
 
@@ -87,8 +88,9 @@ pub enum DeliveryOutcome {
 }
 
 #[async_trait]
-/// Reconciliation's tables are reached through the supertrait [`recon::ReconStore`].
-pub trait Store: recon::ReconStore + Send + Sync + 'static {
+/// Reconciliation's tables are reached through the supertrait [`recon::ReconStore`], daily
+/// settlement's through [`settlement::SettlementStore`].
+pub trait Store: recon::ReconStore + settlement::SettlementStore + Send + Sync + 'static {
     /// Which backend: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

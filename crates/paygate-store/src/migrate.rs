@@ -56,6 +56,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "recon",
         sql: include_str!("../migrations/sqlite/0009_recon.sql"),
     },
+    Migration {
+        version: 11,
+        name: "settlement",
+        sql: include_str!("../migrations/sqlite/0011_settlement.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -103,6 +108,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "recon",
         sql: include_str!("../migrations/postgres/0009_recon.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "settlement",
+        sql: include_str!("../migrations/postgres/0011_settlement.sql"),
     },
 ];
 

@@ -54,6 +54,8 @@ mod refunds;
 mod bills;
 // Reconciliation (postgres/recon.rs; helper RECON).
 mod recon;
+// Daily settlement (postgres/settlement.rs; helper SETTLE).
+mod settlement;
 // Profit sharing, likewise (helper SHARING).
 mod sharing;
 // The ledger and its journal (helper LEDGER).

@@ -23,6 +23,8 @@ pub(crate) mod ledger;
 mod ops;
 // Reconciliation (recon.rs; helper RECON).
 mod recon;
+// Daily settlement (settlement.rs; helper SETTLE).
+mod settlement;
 mod threads;
 
 use std::path::{Path, PathBuf};
