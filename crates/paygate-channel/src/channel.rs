@@ -70,6 +70,25 @@ fn key_error(field: &'static str, e: impl std::fmt::Display) -> ConfigError {
 }
 
 impl WxChannel {
+    /// [`WxChannel::new`], with TLS to the channel trusting only the CAs in `ca_pem`
+    /// (`[[channels]] ca_file`); `None`: the system's web roots.
+    pub fn with_ca(config: ChannelConfig, ca_pem: Option<&str>) -> Result<Self, ConfigError> {
+        let channel = Self::new(config)?;
+        let Some(ca_pem) = ca_pem else {
+            return Ok(channel);
+        };
+        // Just built: the only handle to its state, so it can be rebuilt in place.
+        let mut inner = Arc::try_unwrap(channel.inner)
+            .map_err(|_| key_error("ca_file", "channel already shared"))?;
+        inner.client = inner
+            .client
+            .trusting_only(ca_pem, inner.config.timeout_ms)
+            .map_err(|e| key_error("ca_file", e))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
     /// Checks the configuration and parses every key once.
     pub fn new(config: ChannelConfig) -> Result<Self, ConfigError> {
         let keys = config.check()?;

@@ -42,6 +42,11 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/v1/notifications/{id}/resend", post(resend))
         .route("/admin/v1/channels", get(channels))
         .route("/admin/v1/channels/metrics", get(channel_metrics))
+        .route("/admin/v1/audit", get(crate::audit_trail::list))
+        .route(
+            "/admin/v1/audit/verify",
+            get(crate::audit_trail::verify_handler),
+        )
         .route(
             "/admin/v1/channels/{id}",
             get(channels).patch(change_channel),
@@ -68,7 +73,11 @@ async fn operator_only(State(app): State<Arc<AppState>>, req: Request, next: Nex
         ))
         .into_response();
     }
-    next.run(req).await
+    // Every admin call that changes something goes to the audit trail (audit_trail.rs).
+    if req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    crate::audit_trail::recorded(&app, req, next).await
 }
 
 fn onboard_fail(e: OnboardError) -> ApiFail {

@@ -33,6 +33,8 @@ pub struct Config {
     pub bills: crate::bills::BillsConfig,
     /// Daily settlement: T+N, the job's schedule (settlement.rs).
     pub settlement: crate::settlement::SettlementConfig,
+    /// Master key, rate limits, vault worker (key_rotation.rs).
+    pub security: crate::key_rotation::SecurityConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -82,6 +84,10 @@ pub struct ChannelEntry {
     /// `wx_partner` (service provider) or `wx_direct`; if given it must match the kit.
     #[serde(default)]
     pub kind: Option<String>,
+    /// PEM CA bundle TLS to this channel trusts instead of the system's web roots (a
+    /// private CA, a TLS-terminating proxy, a test CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The channel's fee in basis points of the amount (60 = 0.6%): its cost to the router.
     #[serde(default = "default_fee_rate_bp")]
     pub fee_rate_bp: u32,
@@ -121,6 +127,7 @@ impl Default for ChannelEntry {
             sandbox: false,
             timeout_ms: default_channel_timeout_ms(),
             kind: None,
+            ca_file: None,
             fee_rate_bp: default_fee_rate_bp(),
             trade_types: Vec::new(),
             amount_fen_min: default_amount_fen_min(),
@@ -330,6 +337,7 @@ impl Default for Config {
             recon: Default::default(),
             settlement: Default::default(),
             bills: Default::default(),
+            security: Default::default(),
         }
     }
 }

@@ -34,7 +34,11 @@ pub struct AppState {
     pub default_channel: String,
     /// Channel profiles, the router and each merchant's sub-merchant per channel.
     pub routing: crate::routing::Routing,
+    /// Replay refusal within one node; on PostgreSQL the store's nonce table is used instead,
+    /// shared by every node.
     pub nonces: Mutex<NonceCache>,
+    /// Per-merchant token buckets; `None`: no limit configured.
+    pub rate_limiter: Option<crate::ratelimit::RateLimiter>,
     pub base_url: String,
     pub operator_token: String,
     pub order_locks: Vec<tokio::sync::Mutex<()>>,
@@ -126,15 +130,15 @@ async fn authenticate(
     let auth = verify_request(authorization, method, target, body, now, |_, serial| {
         key_lookup(merchant.as_ref(), serial)
     })?;
-    let fresh = app
-        .nonces
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .check_and_insert(&auth.mchid, &auth.nonce_str, now);
-    if !fresh {
+    if !fresh_nonce(app, &auth.mchid, &auth.nonce_str, now).await? {
         return Err(ApiFail(replay_error()));
     }
     let merchant = merchant.ok_or_else(|| ApiFail(ApiError::of(ErrorCode::MchNotExists)))?;
+    if let Some(limiter) = &app.rate_limiter {
+        if !limiter.admit(&auth.mchid, std::time::Instant::now()) {
+            return Err(ApiFail(ApiError::of(ErrorCode::FrequencyLimited)));
+        }
+    }
     let wechatpay_serial = headers
         .get("Wechatpay-Serial")
         .and_then(|v| v.to_str().ok())
@@ -145,6 +149,27 @@ async fn authenticate(
         merchant: merchant.record,
         wechatpay_serial,
     })
+}
+
+/// True the first time `(mchid, nonce)` is seen within the timestamp window: in this process
+/// on SQLite (one node), in the store's nonce table on PostgreSQL (every node sees it).
+async fn fresh_nonce(app: &AppState, mchid: &str, nonce: &str, now: i64) -> Result<bool, ApiFail> {
+    if app.store.backend() == "postgres" {
+        let now = time::OffsetDateTime::from_unix_timestamp(now).map_err(internal)?;
+        // A timestamp is accepted up to the window either side of now: a nonce must be
+        // remembered for twice the window to cover both.
+        let until = now + time::Duration::seconds(2 * paygate_wxpay::server::TIMESTAMP_WINDOW_S);
+        return app
+            .store
+            .remember_nonce(mchid, nonce, until, now)
+            .await
+            .map_err(internal);
+    }
+    Ok(app
+        .nonces
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_and_insert(mchid, nonce, now))
 }
 
 /// Authenticates merchant calls over their raw bytes and signs whatever is answered.

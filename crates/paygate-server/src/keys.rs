@@ -32,8 +32,8 @@ fn crypto(e: impl std::fmt::Display) -> KeyError {
 
 impl PlatformKeys {
     /// Loads the newest key of each kind, creating what is missing. Two nodes starting at
-    /// once may both create one; the store keeps both and every node then picks the same
-    /// newest one, so they agree.
+    /// once may both try to create one: the store takes one key per (kind, generation)
+    /// (migration 0010), so the loser's insert conflicts and it re-reads the winner's key.
     pub async fn load_or_create(store: &dyn Store) -> Result<Self, KeyError> {
         for _ in 0..2 {
             let keys = store.platform_keys().await?;

@@ -10,22 +10,25 @@
 //! ```
 
 pub mod admin;
+pub mod audit_trail;
 pub mod bills;
 pub mod callbacks;
 pub mod config;
 pub mod fees;
 pub mod flow;
 pub mod http;
+pub mod key_rotation;
 pub mod keys;
 pub mod ledger_admin;
 pub mod merchant_api;
 pub mod merchants;
-pub mod metrics;
+pub mod ratelimit;
 pub mod recon;
 pub mod recon_admin;
 // Daily settlement (helper SETTLE).
 pub mod settlement;
 pub mod recon_balance;
+pub mod metrics;
 pub mod refunds;
 pub mod risk;
 pub mod risk_rules;
@@ -160,7 +163,14 @@ async fn channels(
         let mut channel_config =
             ChannelConfig::from_kit(&entry.id, &kit, &callback(&entry.id), entry.sandbox);
         channel_config.timeout_ms = entry.timeout_ms;
-        let channel = WxChannel::new(channel_config).map_err(|e| channel_err(&entry.id, &e))?;
+        let ca_pem = match &entry.ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                channel_err(&entry.id, &format!("ca_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let channel = WxChannel::with_ca(channel_config, ca_pem.as_deref())
+            .map_err(|e| channel_err(&entry.id, &e))?;
         map.insert(entry.id.clone(), Arc::new(channel));
     }
     let default = config.channels[0].id.clone();
@@ -171,7 +181,8 @@ async fn channels(
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| config::ConfigError::Invalid(format!("{}: {e}", config.data_dir.display())))?;
-    let store = paygate_store::open(&config.database_url()).await?;
+    // Opened with its vault: sensitive fields are sealed at rest (key_rotation.rs).
+    let store = key_rotation::open_store(&config).await?;
     let keys = PlatformKeys::load_or_create(store.as_ref()).await?;
     let operator_token = config.operator_token()?;
     config.ledger.validate()?;
@@ -210,6 +221,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         default_channel,
         routing,
         nonces: Mutex::new(Default::default()),
+        rate_limiter: ratelimit::RateLimiter::new(
+            config.security.rate_limit_per_s,
+            config.security.rate_limit_burst,
+        ),
         base_url: base_url.clone(),
         operator_token,
         journal,
@@ -226,6 +241,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let app = router(Arc::clone(&state));
     workers::spawn(Arc::clone(&state));
     fees::spawn_integrator(Arc::clone(&state));
+    key_rotation::spawn_vault_worker(
+        Arc::clone(&state.store),
+        state.config.security.vault_interval_ms,
+    );
     let task = match &state.config.tls {
         Some(tls) => {
             let rustls = tls::server_config(tls).map_err(StartError::Tls)?;
@@ -316,7 +335,7 @@ pub async fn create_merchant_offline(
 ) -> Result<Onboarded, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| config::ConfigError::Invalid(format!("{}: {e}", config.data_dir.display())))?;
-    let store: Arc<dyn Store> = paygate_store::open(&config.database_url()).await?;
+    let store: Arc<dyn Store> = key_rotation::open_store(config).await?;
     let keys = PlatformKeys::load_or_create(store.as_ref()).await?;
     let channel_config = match config.channels.first() {
         Some(entry) => {

@@ -170,3 +170,48 @@ async fn a_restarted_gateway_with_the_same_master_key_reads_its_sealed_orders() 
     );
     gw.finish().await;
 }
+
+/// Issue 7 §2: two nodes starting at once on an empty database end with ONE platform key
+/// of each kind, and both sign with it (the store refuses a second generation-1 key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_racing_on_an_empty_database_agree_on_one_platform_key_per_kind() {
+    for pg in backends() {
+        for _ in 0..3 {
+            let dir = std::env::temp_dir().join(format!("paygate-race-{}", uuid::Uuid::new_v4()));
+            let (url, schema) = match &pg {
+                None => (
+                    format!("sqlite://{}", dir.join("paygate.db").display()),
+                    None,
+                ),
+                Some(base) => {
+                    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                    let sep = if base.contains('?') { '&' } else { '?' };
+                    (
+                        format!("{base}{sep}schema={schema}"),
+                        Some((base.clone(), schema)),
+                    )
+                }
+            };
+            let (a, b) = (
+                paygate_store::open(&url).await.unwrap(),
+                paygate_store::open(&url).await.unwrap(),
+            );
+            let (ka, kb) = tokio::join!(
+                paygate_server::keys::PlatformKeys::load_or_create(a.as_ref()),
+                paygate_server::keys::PlatformKeys::load_or_create(b.as_ref()),
+            );
+            let (ka, kb) = (ka.unwrap(), kb.unwrap());
+            assert_eq!(ka.cert_serial, kb.cert_serial);
+            assert_eq!(ka.pub_key_id, kb.pub_key_id);
+            assert_eq!(a.platform_keys().await.unwrap().len(), 2);
+            a.close().await;
+            b.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some((base, schema)) = schema {
+                paygate_store::drop_postgres_schema(&base, &schema)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}

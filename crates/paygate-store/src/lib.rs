@@ -32,6 +32,7 @@ mod refunds;
 pub mod settlement;
 pub mod sharing;
 pub mod sqlite;
+pub mod vault;
 
 pub use codec::{from_unix_ms, truncate_to_ms, unix_ms};
 pub use postgres::{PgOptions, PgStore};
@@ -347,6 +348,61 @@ pub trait Store: recon::ReconStore + settlement::SettlementStore + Send + Sync +
         transaction_id: &str,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
     async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    // ---- merchant bills (§4.10, §7; see `bills.rs`; added by BILLS) ----
+    /// Closes a business day for bills; false, nothing written, if it was closed already.
+    async fn close_bill_day(&self, day: &bills::BillDayRecord) -> Result<bool, StoreError>;
+    async fn bill_day(&self, bill_date: &str) -> Result<Option<bills::BillDayRecord>, StoreError>;
+    /// A merchant's paid orders (SUCCESS or REFUND) with `success_time` in `[from, to)`, after
+    /// `after`, by `(success_time, transaction_id)`, at most `limit`: a page of bill rows.
+    async fn paid_orders_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError>;
+    /// A merchant's refunds created in `[from, to)` that bills list (all but those the channel
+    /// refused outright), after `after`, by `(created_at, refund_id)`, at most `limit`.
+    async fn billed_refunds_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<RefundRecord>, StoreError>;
+    /// Counts and sums of the payments and billed refunds before `before`.
+    async fn merchant_flow_before(
+        &self,
+        mchid: &str,
+        before: OffsetDateTime,
+    ) -> Result<bills::MerchantFlowTotals, StoreError>;
+    /// Keeps `file` unless a bill with its `(mchid, bill_date, kind)` exists (the day must be
+    /// closed); returns the stored bill, so racing generators all serve the first one's bytes.
+    async fn keep_bill_file(
+        &self,
+        file: &bills::BillFileRecord,
+    ) -> Result<bills::BillFileRecord, StoreError>;
+    async fn bill_file(
+        &self,
+        mchid: &str,
+        bill_date: &str,
+        kind: &str,
+    ) -> Result<Option<bills::BillFileRecord>, StoreError>;
+    /// Registers a download token (its bill must be kept) and prunes a bounded number of
+    /// expired ones.
+    async fn insert_bill_download(
+        &self,
+        download: &bills::BillDownloadRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    async fn bill_download(
+        &self,
+        token: &str,
+    ) -> Result<Option<bills::BillDownloadRecord>, StoreError>;
+
     // ---- the ledger and its journal (see `ledger.rs`; helper LEDGER) ----
     /// Applies one posting in a transaction of its own (a fact with no other row: tests, an
     /// operator's adjustment). Business facts put theirs in their own change instead
@@ -403,60 +459,48 @@ pub trait Store: recon::ReconStore + settlement::SettlementStore + Send + Sync +
         now: OffsetDateTime,
     ) -> Result<ledger::Integrated, StoreError>;
 
-
-    // ---- merchant bills (§4.10, §7; see `bills.rs`; added by BILLS) ----
-    /// Closes a business day for bills; false, nothing written, if it was closed already.
-    async fn close_bill_day(&self, day: &bills::BillDayRecord) -> Result<bool, StoreError>;
-    async fn bill_day(&self, bill_date: &str) -> Result<Option<bills::BillDayRecord>, StoreError>;
-    /// A merchant's paid orders (SUCCESS or REFUND) with `success_time` in `[from, to)`, after
-    /// `after`, by `(success_time, transaction_id)`, at most `limit`: a page of bill rows.
-    async fn paid_orders_between(
+    // ---- data protection (issue 7; see `vault`) ----
+    /// Attaches the vault of `master` (once, right after open): loads the stored keys,
+    /// creating the index key and the first data key on a fresh database. From then on the
+    /// store seals sensitive fields on write and opens them on read. Fails on a wrong
+    /// master key. Without it the store reads and writes plaintext.
+    async fn attach_vault(
         &self,
-        mchid: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        after: Option<&bills::BillCursor>,
-        limit: u32,
-    ) -> Result<Vec<OrderRecord>, StoreError>;
-    /// A merchant's refunds created in `[from, to)` that bills list (all but those the channel
-    /// refused outright), after `after`, by `(created_at, refund_id)`, at most `limit`.
-    async fn billed_refunds_between(
-        &self,
-        mchid: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        after: Option<&bills::BillCursor>,
-        limit: u32,
-    ) -> Result<Vec<RefundRecord>, StoreError>;
-    /// Counts and sums of the payments and billed refunds before `before`.
-    async fn merchant_flow_before(
-        &self,
-        mchid: &str,
-        before: OffsetDateTime,
-    ) -> Result<bills::MerchantFlowTotals, StoreError>;
-    /// Keeps `file` unless a bill with its `(mchid, bill_date, kind)` exists (the day must be
-    /// closed); returns the stored bill, so racing generators all serve the first one's bytes.
-    async fn keep_bill_file(
-        &self,
-        file: &bills::BillFileRecord,
-    ) -> Result<bills::BillFileRecord, StoreError>;
-    async fn bill_file(
-        &self,
-        mchid: &str,
-        bill_date: &str,
-        kind: &str,
-    ) -> Result<Option<bills::BillFileRecord>, StoreError>;
-    /// Registers a download token (its bill must be kept) and prunes a bounded number of
-    /// expired ones.
-    async fn insert_bill_download(
-        &self,
-        download: &bills::BillDownloadRecord,
-        now: OffsetDateTime,
+        master: std::sync::Arc<dyn vault::MasterKey>,
     ) -> Result<(), StoreError>;
-    async fn bill_download(
+    /// Reloads the stored keys (another node rotated or retired one).
+    async fn refresh_vault_keys(&self) -> Result<(), StoreError>;
+    /// Stores a new data key, sealing after [`vault::KEY_ACTIVATION_DELAY_S`].
+    async fn rotate_data_key(&self) -> Result<vault::WrappedKey, StoreError>;
+    /// Destroys a data key that seals nothing any more (Conflict otherwise, or if active).
+    async fn retire_data_key(&self, key_id: &str) -> Result<(), StoreError>;
+    /// One batch of the background re-seal (plaintext rows and older keys → the active key).
+    async fn reseal_batch(&self) -> Result<vault::ResealReport, StoreError>;
+    async fn vault_status(&self) -> Result<vault::VaultStatus, StoreError>;
+    /// Records a request nonce until `expires_at`; false if `(mchid, nonce)` is already
+    /// recorded and not expired at `now` (a replay), on any node.
+    async fn remember_nonce(
         &self,
-        token: &str,
-    ) -> Result<Option<bills::BillDownloadRecord>, StoreError>;
+        mchid: &str,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Deletes nonces expired by `before`; how many.
+    async fn purge_nonces(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Appends an operator action to the chained audit trail (needs the vault's key).
+    async fn append_audit(
+        &self,
+        entry: &vault::NewAuditEntry,
+    ) -> Result<vault::AuditRecord, StoreError>;
+    /// Audit entries with `seq > after_seq`, oldest first, at most `limit`.
+    async fn audit_entries(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<vault::AuditRecord>, StoreError>;
+    /// Recomputes the audit chain and names the first entry that does not hold.
+    async fn verify_audit(&self) -> Result<vault::AuditVerdict, StoreError>;
 
     /// Closes the store's database connections and waits until they are closed: PostgreSQL
     /// closes its pool (calls made afterwards fail); SQLite has nothing to wait for (dropping

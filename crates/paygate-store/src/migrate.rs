@@ -57,6 +57,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0009_recon.sql"),
     },
     Migration {
+        version: 10,
+        name: "data_protection",
+        sql: include_str!("../migrations/sqlite/0010_data_protection.sql"),
+    },
+    Migration {
         version: 11,
         name: "settlement",
         sql: include_str!("../migrations/sqlite/0011_settlement.sql"),
@@ -108,6 +113,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "recon",
         sql: include_str!("../migrations/postgres/0009_recon.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "data_protection",
+        sql: include_str!("../migrations/postgres/0010_data_protection.sql"),
     },
     Migration {
         version: 11,

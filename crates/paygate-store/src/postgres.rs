@@ -50,16 +50,18 @@ use crate::sharing::{
 
 // Refunds live in their own file; they share this file's helpers.
 mod refunds;
-// Bills, likewise.
-mod bills;
-// Reconciliation (postgres/recon.rs; helper RECON).
-mod recon;
-// Daily settlement (postgres/settlement.rs; helper SETTLE).
-mod settlement;
 // Profit sharing, likewise (helper SHARING).
 mod sharing;
 // The ledger and its journal (helper LEDGER).
 pub(crate) mod ledger;
+// Bills, likewise.
+mod bills;
+// Data protection (vault keys, openid vault, nonces, audit trail), likewise.
+mod protect;
+// Reconciliation (postgres/recon.rs; helper RECON).
+mod recon;
+// Daily settlement (postgres/settlement.rs; helper SETTLE).
+mod settlement;
 
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -125,6 +127,8 @@ pub fn check_schema_name(name: &str) -> Result<&str> {
 
 pub struct PgStore {
     pool: PgPool,
+    /// Seals sensitive fields once a vault is attached (crate::vault, postgres/protect.rs).
+    sealer: crate::vault::Sealer,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -166,7 +170,10 @@ impl PgStore {
             .await
             .map_err(pg_err)?;
         migrate_postgres(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sealer: Default::default(),
+        })
     }
 
     /// The pool, for callers that keep other tables in the same database.
@@ -632,6 +639,68 @@ impl Store for PgStore {
         "postgres"
     }
 
+    // ---- data protection (issue 7; crate::vault, postgres/protect.rs) ----
+
+    async fn attach_vault(
+        &self,
+        master: std::sync::Arc<dyn crate::vault::MasterKey>,
+    ) -> Result<()> {
+        crate::vault::attach(self, master).await
+    }
+
+    async fn refresh_vault_keys(&self) -> Result<()> {
+        crate::vault::refresh(self).await
+    }
+
+    async fn rotate_data_key(&self) -> Result<crate::vault::WrappedKey> {
+        crate::vault::rotate(self).await
+    }
+
+    async fn retire_data_key(&self, key_id: &str) -> Result<()> {
+        self.p_retire_vault_key(key_id).await
+    }
+
+    async fn reseal_batch(&self) -> Result<crate::vault::ResealReport> {
+        crate::vault::reseal_batch(self).await
+    }
+
+    async fn vault_status(&self) -> Result<crate::vault::VaultStatus> {
+        crate::vault::status(self).await
+    }
+
+    async fn remember_nonce(
+        &self,
+        mchid: &str,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.p_remember_nonce(mchid, nonce, expires_at, now).await
+    }
+
+    async fn purge_nonces(&self, before: OffsetDateTime) -> Result<u64> {
+        self.p_purge_nonces(before).await
+    }
+
+    async fn append_audit(
+        &self,
+        entry: &crate::vault::NewAuditEntry,
+    ) -> Result<crate::vault::AuditRecord> {
+        self.p_append_audit(entry).await
+    }
+
+    async fn audit_entries(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::vault::AuditRecord>> {
+        self.p_audit_entries(after_seq, limit).await
+    }
+
+    async fn verify_audit(&self) -> Result<crate::vault::AuditVerdict> {
+        crate::vault::verify_audit(&self.sealer, self).await
+    }
+
     async fn insert_merchant(&self, m: &MerchantRecord, cert: &MerchantCertRecord) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         let step = insert_merchant(&mut tx, m, cert).await.map(|()| ((), true));
@@ -712,6 +781,10 @@ impl Store for PgStore {
     }
 
     async fn create_order(&self, o: &OrderRecord, a: &AttemptRecord) -> Result<CreateOrder> {
+        // Stored sealed: the openid's vault row first, the order with its token after.
+        let (sealed, openid) = self.sealer.seal_order(o)?;
+        self.put_openid(openid.as_ref()).await?;
+        let o = &sealed;
         // One statement, so one round trip and its own transaction: the attempt is inserted
         // only from the order row the CTE inserted (none on a key conflict), and an error in
         // either insert fails both. ON CONFLICT covers the idempotency key only: a concurrent
@@ -724,7 +797,7 @@ impl Store for PgStore {
                      fingerprint, request_json, created_at, updated_at, success_time, bank_type, version,
                      fee_rate_ppm, fee_fen, channel_cost_ppm, channel_cost_fen, profit_sharing)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                     $19, $20)
+                     $19, $20, $37, $38, $39, $40, $41)
                  ON CONFLICT (mchid, out_trade_no) DO NOTHING
                  RETURNING transaction_id)
              INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url,
@@ -791,12 +864,16 @@ impl Store for PgStore {
                     o.mchid, o.out_trade_no
                 ))
             })?;
-        Ok(CreateOrder::Exists(existing))
+        Ok(CreateOrder::Exists(
+            self.open_orders(vec![existing]).await?.remove(0),
+        ))
     }
 
     async fn get_order(&self, mchid: &str, out_trade_no: &str) -> Result<Option<OrderRecord>> {
         let mut conn = self.pool.acquire().await.map_err(pg_err)?;
-        order_by_key(&mut conn, mchid, out_trade_no).await
+        let order = order_by_key(&mut conn, mchid, out_trade_no).await?;
+        drop(conn);
+        self.open_order(order).await
     }
 
     async fn get_order_by_transaction_id(
@@ -810,7 +887,8 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_err)?;
-        row.map(|r| codec::order(&r, 0)).transpose()
+        let order = row.map(|r| codec::order(&r, 0)).transpose()?;
+        self.open_order(order).await
     }
 
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>> {
@@ -833,7 +911,8 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_err)?;
-        row.as_ref().map(order_and_attempt).transpose()
+        let found = row.as_ref().map(order_and_attempt).transpose()?;
+        Ok(self.open_pairs(found.into_iter().collect()).await?.pop())
     }
 
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
@@ -847,6 +926,14 @@ impl Store for PgStore {
     }
 
     async fn apply_order_change(&self, c: &OrderChange) -> Result<bool> {
+        let mut sealed = c.clone();
+        let (token, openid) = self.sealer.seal_openid(c.payer_openid.as_deref())?;
+        sealed.payer_openid = token;
+        if let Some(n) = &c.notification {
+            sealed.notification = Some(self.sealer.seal_notification(n)?);
+        }
+        self.put_openid(openid.as_ref()).await?;
+        let c = &sealed;
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         let step = apply_order_change(&mut tx, c)
             .await
@@ -873,7 +960,8 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err)?;
-        decode_all(&rows, order_and_attempt)
+        let pairs = decode_all(&rows, order_and_attempt)?;
+        self.open_pairs(pairs).await
     }
 
     async fn insert_risk_decision(&self, d: &crate::RiskDecisionRecord) -> Result<()> {
@@ -1028,7 +1116,7 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         let mut claimed = decode_all(&rows, codec::notification)?;
         codec::sort_claimed(&mut claimed);
-        Ok(claimed)
+        self.sealer.open_notifications(claimed)
     }
 
     async fn finish_delivery(&self, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
@@ -1059,7 +1147,11 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_err)?;
-        row.as_ref().map(codec::notification).transpose()
+        row.as_ref()
+            .map(codec::notification)
+            .transpose()?
+            .map(|n| self.sealer.open_notification(n))
+            .transpose()
     }
 
     async fn notifications_of(&self, transaction_id: &str) -> Result<Vec<NotificationRecord>> {
@@ -1070,7 +1162,8 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err)?;
-        decode_all(&rows, codec::notification)
+        self.sealer
+            .open_notifications(decode_all(&rows, codec::notification)?)
     }
 
     async fn close(&self) {
@@ -1135,7 +1228,11 @@ impl Store for PgStore {
     }
 
     async fn apply_share_change(&self, change: &ShareChange) -> Result<bool> {
-        sharing::apply_share_change(&self.pool, change).await
+        let mut change = change.clone();
+        for n in change.notifications.iter_mut() {
+            *n = self.sealer.seal_notification(n)?;
+        }
+        sharing::apply_share_change(&self.pool, &change).await
     }
 
     async fn shares_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareOrderRecord>> {
@@ -1159,7 +1256,11 @@ impl Store for PgStore {
     }
 
     async fn apply_share_return_change(&self, change: &ShareReturnChange) -> Result<bool> {
-        sharing::apply_return_change(&self.pool, change).await
+        let mut change = change.clone();
+        if let Some(n) = &change.notification {
+            change.notification = Some(self.sealer.seal_notification(n)?);
+        }
+        sharing::apply_return_change(&self.pool, &change).await
     }
 
     async fn share_returns_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareReturnRecord>> {
@@ -1197,7 +1298,11 @@ impl Store for PgStore {
     }
 
     async fn apply_refund_change(&self, change: &crate::RefundChange) -> Result<bool> {
-        refunds::apply_refund_change(&self.pool, change).await
+        let mut change = change.clone();
+        if let Some(n) = &change.notification {
+            change.notification = Some(self.sealer.seal_notification(n)?);
+        }
+        refunds::apply_refund_change(&self.pool, &change).await
     }
 
     async fn refunds_to_poll(
@@ -1211,6 +1316,77 @@ impl Store for PgStore {
     async fn mark_refund_polled(&self, refund_id: &str, at: OffsetDateTime) -> Result<bool> {
         refunds::mark_refund_polled(&self.pool, refund_id, at).await
     }
+
+    // ---- merchant bills (postgres/bills.rs) ----
+
+    async fn close_bill_day(&self, day: &crate::bills::BillDayRecord) -> Result<bool> {
+        bills::close_bill_day(&self.pool, day).await
+    }
+
+    async fn bill_day(&self, bill_date: &str) -> Result<Option<crate::bills::BillDayRecord>> {
+        bills::bill_day(&self.pool, bill_date).await
+    }
+
+    async fn paid_orders_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>> {
+        let orders =
+            bills::paid_orders_between(&self.pool, mchid, (from, to), after, limit).await?;
+        self.open_orders(orders).await
+    }
+
+    async fn billed_refunds_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        bills::billed_refunds_between(&self.pool, mchid, (from, to), after, limit).await
+    }
+
+    async fn merchant_flow_before(
+        &self,
+        mchid: &str,
+        before: OffsetDateTime,
+    ) -> Result<crate::bills::MerchantFlowTotals> {
+        bills::merchant_flow_before(&self.pool, mchid, before).await
+    }
+
+    async fn keep_bill_file(
+        &self,
+        file: &crate::bills::BillFileRecord,
+    ) -> Result<crate::bills::BillFileRecord> {
+        bills::keep_bill_file(&self.pool, file).await
+    }
+
+    async fn bill_file(
+        &self,
+        mchid: &str,
+        bill_date: &str,
+        kind: &str,
+    ) -> Result<Option<crate::bills::BillFileRecord>> {
+        bills::bill_file(&self.pool, mchid, bill_date, kind).await
+    }
+
+    async fn insert_bill_download(
+        &self,
+        download: &crate::bills::BillDownloadRecord,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        bills::insert_bill_download(&self.pool, download, now).await
+    }
+
+    async fn bill_download(&self, token: &str) -> Result<Option<crate::bills::BillDownloadRecord>> {
+        bills::bill_download(&self.pool, token).await
+    }
+
     // ---- the ledger (postgres/ledger.rs; helper LEDGER) ----
 
     async fn post_ledger(
@@ -1278,73 +1454,5 @@ impl Store for PgStore {
         now: OffsetDateTime,
     ) -> Result<crate::ledger::Integrated> {
         ledger::integrate(&self.pool, &signer, origin, batch_max, now).await
-    }
-
-    // ---- merchant bills (postgres/bills.rs) ----
-
-    async fn close_bill_day(&self, day: &crate::bills::BillDayRecord) -> Result<bool> {
-        bills::close_bill_day(&self.pool, day).await
-    }
-
-    async fn bill_day(&self, bill_date: &str) -> Result<Option<crate::bills::BillDayRecord>> {
-        bills::bill_day(&self.pool, bill_date).await
-    }
-
-    async fn paid_orders_between(
-        &self,
-        mchid: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        after: Option<&crate::bills::BillCursor>,
-        limit: u32,
-    ) -> Result<Vec<OrderRecord>> {
-        bills::paid_orders_between(&self.pool, mchid, (from, to), after, limit).await
-    }
-
-    async fn billed_refunds_between(
-        &self,
-        mchid: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        after: Option<&crate::bills::BillCursor>,
-        limit: u32,
-    ) -> Result<Vec<crate::RefundRecord>> {
-        bills::billed_refunds_between(&self.pool, mchid, (from, to), after, limit).await
-    }
-
-    async fn merchant_flow_before(
-        &self,
-        mchid: &str,
-        before: OffsetDateTime,
-    ) -> Result<crate::bills::MerchantFlowTotals> {
-        bills::merchant_flow_before(&self.pool, mchid, before).await
-    }
-
-    async fn keep_bill_file(
-        &self,
-        file: &crate::bills::BillFileRecord,
-    ) -> Result<crate::bills::BillFileRecord> {
-        bills::keep_bill_file(&self.pool, file).await
-    }
-
-    async fn bill_file(
-        &self,
-        mchid: &str,
-        bill_date: &str,
-        kind: &str,
-    ) -> Result<Option<crate::bills::BillFileRecord>> {
-        bills::bill_file(&self.pool, mchid, bill_date, kind).await
-    }
-
-    async fn insert_bill_download(
-        &self,
-        download: &crate::bills::BillDownloadRecord,
-        now: OffsetDateTime,
-    ) -> Result<()> {
-        bills::insert_bill_download(&self.pool, download, now).await
-    }
-
-    async fn bill_download(&self, token: &str) -> Result<Option<crate::bills::BillDownloadRecord>> {
-        bills::bill_download(&self.pool, token).await
     }
 }

@@ -86,7 +86,7 @@ pub(crate) fn open(cipher: &Sm4Gcm, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sm4::cipher::{BlockCipherEncrypt as _, KeyInit as _};
+    use sm4::cipher::BlockCipherEncrypt as _;
 
     // Vectors from reference/ledger-recon-risk.md §4 (GB/T 32907, GB/T 32905).
     #[test]

@@ -114,6 +114,23 @@ impl WxClient {
         })
     }
 
+    /// The same client, trusting only the CA certificates in `ca_pem` for TLS (a channel
+    /// behind a private CA, or a test CA) instead of the system's web roots.
+    pub fn trusting_only(mut self, ca_pem: &str, timeout_ms: u64) -> Result<Self, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
+            .map_err(|e| ClientError::Config(format!("ca_file: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Config("ca_file: no certificate in it".into()));
+        }
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(timeout_ms))
+            .pool_max_idle_per_host(64)
+            .tls_certs_only(certs)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(self)
+    }
+
     /// A client for a kit, in public-key or certificate mode.
     pub fn from_kit(
         kit: &MerchantKit,

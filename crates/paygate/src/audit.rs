@@ -13,6 +13,7 @@
 //! 2. `ledger`: every transfer replayed in journal order into an empty ledger; the stored
 //!    balances and pending statuses must equal the replay, and the invariants hold
 //!    (Σ debits = Σ credits, pending and posted; limits; each pending resolved at most once).
+//! 3. `operator-trail`: the chained audit trail of admin actions (audit_trail.rs, issue 7 §6).
 
 use std::sync::Arc;
 
@@ -54,12 +55,14 @@ pub async fn verify(ctx: &Context) -> Result<Vec<Passed>, Failed> {
     let rows = transfers(ctx).await?;
     passed.push(journal(ctx, &rows).await?);
     passed.push(ledger(ctx, &rows).await?);
+    passed.push(crate::audit_trail::operator_trail(ctx).await?);
     Ok(passed)
 }
 
 /// `paygate audit verify`: opens the store, runs the checks, prints a summary.
 pub async fn run(config: Config) -> Result<(), String> {
-    let store = paygate_store::open(&config.database_url())
+    // With the vault: the operator trail's chain key derives from the master key.
+    let store = paygate_server::key_rotation::open_store(&config)
         .await
         .map_err(|e| format!("cannot open the store: {e}"))?;
     let ctx = Context { config, store };

@@ -7,8 +7,10 @@
 //! - `paygate bench`: load against a running V3 server; the cost of its cryptography.
 
 mod audit;
+mod audit_trail;
 mod bench;
 mod demo;
+mod keys_cmd;
 mod recon;
 
 use std::net::SocketAddr;
@@ -54,6 +56,9 @@ struct StoreArgs {
     /// The admin API's bearer token (default: generated once into <data dir>/operator_token).
     #[arg(long, env = "PAYGATE_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+    /// Where the master key is: file:PATH, env:VAR or PATH (default <data dir>/master.key).
+    #[arg(long, env = "PAYGATE_MASTER_KEY_SOURCE")]
+    master_key: Option<String>,
 }
 
 impl StoreArgs {
@@ -85,6 +90,9 @@ impl StoreArgs {
         }
         if let Some(t) = &self.operator_token {
             config.operator_token = Some(t.clone());
+        }
+        if let Some(m) = &self.master_key {
+            config.security.master_key = Some(m.clone());
         }
         Ok(config)
     }
@@ -123,6 +131,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Data keys sealing sensitive fields at rest: rotate, status, reseal, retire.
+    Keys {
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
     },
     /// End-of-day reconciliation against the channels' bills (on a running gateway).
     Recon {
@@ -192,6 +205,9 @@ enum BenchCommand {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// The gateway's operator token, for the `notify` scenario (admin re-sends).
+        #[arg(long, env = "PAYGATE_OPERATOR_TOKEN")]
+        operator_token: Option<String>,
     },
     /// What the unavoidable cryptography costs on this machine (one core).
     Crypto {
@@ -258,10 +274,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Demo { dir } => demo::run(&dir).await,
         Command::Bench { command } => run_bench(command).await,
-        Command::Recon { command } => recon::run(command).await,
         Command::Audit {
             command: AuditCommand::Verify { store },
         } => audit::run(store.config()?).await,
+        Command::Keys { command } => keys_cmd::run(command).await,
+        Command::Recon { command } => recon::run(command).await,
         Command::Serve {
             store,
             listen,
@@ -361,6 +378,7 @@ async fn run_bench(command: BenchCommand) -> Result<(), String> {
             pid,
             certificate_mode,
             json,
+            operator_token,
         } => {
             let args = bench::load::LoadArgs {
                 scenario,
@@ -374,6 +392,7 @@ async fn run_bench(command: BenchCommand) -> Result<(), String> {
                 } else {
                     paygate_wxpay::client::KeyMode::PublicKey
                 },
+                operator_token,
             };
             let report = bench::load::run(&kit, args).await?;
             bench::load::print(&report);

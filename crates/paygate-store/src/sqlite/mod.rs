@@ -21,6 +21,7 @@
 
 pub(crate) mod ledger;
 mod ops;
+mod protect;
 // Reconciliation (recon.rs; helper RECON).
 mod recon;
 // Daily settlement (settlement.rs; helper SETTLE).
@@ -136,6 +137,8 @@ impl SqliteOptions {
 pub struct SqliteStore {
     threads: Threads,
     path: PathBuf,
+    /// Seals sensitive fields once a vault is attached (crate::vault, sqlite/protect.rs).
+    sealer: crate::vault::Sealer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -175,7 +178,11 @@ impl SqliteStore {
             read_queue_max: options.read_queue_max,
         };
         let threads = Threads::start(writer, readers, &bounds)?;
-        Ok(Self { threads, path })
+        Ok(Self {
+            threads,
+            path,
+            sealer: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -308,6 +315,68 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    // ---- data protection (issue 7; crate::vault, sqlite/protect.rs) ----
+
+    async fn attach_vault(
+        &self,
+        master: std::sync::Arc<dyn crate::vault::MasterKey>,
+    ) -> Result<(), StoreError> {
+        crate::vault::attach(self, master).await
+    }
+
+    async fn refresh_vault_keys(&self) -> Result<(), StoreError> {
+        crate::vault::refresh(self).await
+    }
+
+    async fn rotate_data_key(&self) -> Result<crate::vault::WrappedKey, StoreError> {
+        crate::vault::rotate(self).await
+    }
+
+    async fn retire_data_key(&self, key_id: &str) -> Result<(), StoreError> {
+        self.p_retire_vault_key(key_id).await
+    }
+
+    async fn reseal_batch(&self) -> Result<crate::vault::ResealReport, StoreError> {
+        crate::vault::reseal_batch(self).await
+    }
+
+    async fn vault_status(&self) -> Result<crate::vault::VaultStatus, StoreError> {
+        crate::vault::status(self).await
+    }
+
+    async fn remember_nonce(
+        &self,
+        mchid: &str,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.p_remember_nonce(mchid, nonce, expires_at, now).await
+    }
+
+    async fn purge_nonces(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.p_purge_nonces(before).await
+    }
+
+    async fn append_audit(
+        &self,
+        entry: &crate::vault::NewAuditEntry,
+    ) -> Result<crate::vault::AuditRecord, StoreError> {
+        self.p_append_audit(entry).await
+    }
+
+    async fn audit_entries(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::vault::AuditRecord>, StoreError> {
+        self.p_audit_entries(after_seq, limit).await
+    }
+
+    async fn verify_audit(&self) -> Result<crate::vault::AuditVerdict, StoreError> {
+        crate::vault::verify_audit(&self.sealer, self).await
+    }
+
     async fn insert_merchant(
         &self,
         merchant: &MerchantRecord,
@@ -371,10 +440,20 @@ impl Store for SqliteStore {
         order: &OrderRecord,
         first_attempt: &AttemptRecord,
     ) -> Result<CreateOrder, StoreError> {
-        let (order, attempt) = (order.clone(), first_attempt.clone());
-        self.threads
-            .write(move |c| ops::create_order(c, &order, &attempt))
-            .await
+        let ((order, openid), attempt) = (self.sealer.seal_order(order)?, first_attempt.clone());
+        let created = self
+            .threads
+            .write(move |c| {
+                protect::put_openid(c, openid.as_ref())?;
+                ops::create_order(c, &order, &attempt)
+            })
+            .await?;
+        match created {
+            CreateOrder::Exists(o) => Ok(CreateOrder::Exists(
+                self.open_orders(vec![o]).await?.remove(0),
+            )),
+            created => Ok(created),
+        }
     }
 
     async fn get_order(
@@ -383,9 +462,11 @@ impl Store for SqliteStore {
         out_trade_no: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
         let (mchid, out_trade_no) = (mchid.to_string(), out_trade_no.to_string());
-        self.threads
+        let order = self
+            .threads
             .read(move |c| ops::get_order(c, &mchid, &out_trade_no))
-            .await
+            .await?;
+        self.open_order(order).await
     }
 
     async fn get_order_by_transaction_id(
@@ -393,9 +474,11 @@ impl Store for SqliteStore {
         transaction_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
         let transaction_id = transaction_id.to_string();
-        self.threads
+        let order = self
+            .threads
             .read(move |c| ops::get_order_by_transaction_id(c, &transaction_id))
-            .await
+            .await?;
+        self.open_order(order).await
     }
 
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
@@ -410,9 +493,11 @@ impl Store for SqliteStore {
         attempt_id: &str,
     ) -> Result<Option<(OrderRecord, AttemptRecord)>, StoreError> {
         let attempt_id = attempt_id.to_string();
-        self.threads
+        let found = self
+            .threads
             .read(move |c| ops::find_attempt(c, &attempt_id))
-            .await
+            .await?;
+        Ok(self.open_pairs(found.into_iter().collect()).await?.pop())
     }
 
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
@@ -430,9 +515,17 @@ impl Store for SqliteStore {
     }
 
     async fn apply_order_change(&self, change: &OrderChange) -> Result<bool, StoreError> {
-        let change = change.clone();
+        let mut change = change.clone();
+        let (token, openid) = self.sealer.seal_openid(change.payer_openid.as_deref())?;
+        change.payer_openid = token;
+        if let Some(n) = &change.notification {
+            change.notification = Some(self.sealer.seal_notification(n)?);
+        }
         self.threads
-            .write(move |c| ops::apply_order_change(c, &change))
+            .write(move |c| {
+                protect::put_openid(c, openid.as_ref())?;
+                ops::apply_order_change(c, &change)
+            })
             .await
     }
 
@@ -441,9 +534,11 @@ impl Store for SqliteStore {
         polled_before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>, StoreError> {
-        self.threads
+        let pairs = self
+            .threads
             .read(move |c| ops::attempts_to_poll(c, polled_before, limit))
-            .await
+            .await?;
+        self.open_pairs(pairs).await
     }
 
     async fn insert_risk_decision(
@@ -533,9 +628,11 @@ impl Store for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
-        self.threads
+        let claimed = self
+            .threads
             .write(move |c| ops::claim_notifications(c, now, lease_until, limit).map(Done::keep))
-            .await
+            .await?;
+        self.sealer.open_notifications(claimed)
     }
 
     async fn finish_delivery(
@@ -558,9 +655,11 @@ impl Store for SqliteStore {
 
     async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError> {
         let id = id.to_string();
-        self.threads
+        let found = self
+            .threads
             .read(move |c| ops::get_notification(c, &id))
-            .await
+            .await?;
+        found.map(|n| self.sealer.open_notification(n)).transpose()
     }
 
     async fn notifications_of(
@@ -568,9 +667,11 @@ impl Store for SqliteStore {
         transaction_id: &str,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let transaction_id = transaction_id.to_string();
-        self.threads
+        let list = self
+            .threads
             .read(move |c| ops::notifications_of(c, &transaction_id))
-            .await
+            .await?;
+        self.sealer.open_notifications(list)
     }
 
     async fn deliveries(&self, notification_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
@@ -675,7 +776,10 @@ impl Store for SqliteStore {
     }
 
     async fn apply_share_change(&self, change: &ShareChange) -> Result<bool, StoreError> {
-        let change = change.clone();
+        let mut change = change.clone();
+        for n in change.notifications.iter_mut() {
+            *n = self.sealer.seal_notification(n)?;
+        }
         self.threads
             .write(move |c| ops::sharing::apply_share_change(c, &change))
             .await
@@ -731,7 +835,10 @@ impl Store for SqliteStore {
         &self,
         change: &ShareReturnChange,
     ) -> Result<bool, StoreError> {
-        let change = change.clone();
+        let mut change = change.clone();
+        if let Some(n) = &change.notification {
+            change.notification = Some(self.sealer.seal_notification(n)?);
+        }
         self.threads
             .write(move |c| ops::sharing::apply_return_change(c, &change))
             .await
@@ -809,7 +916,10 @@ impl Store for SqliteStore {
     }
 
     async fn apply_refund_change(&self, change: &crate::RefundChange) -> Result<bool, StoreError> {
-        let change = change.clone();
+        let mut change = change.clone();
+        if let Some(n) = &change.notification {
+            change.notification = Some(self.sealer.seal_notification(n)?);
+        }
         self.threads
             .write(move |c| ops::refunds::apply_refund_change(c, &change))
             .await
@@ -835,6 +945,114 @@ impl Store for SqliteStore {
             .write(move |c| ops::refunds::mark_refund_polled(c, &refund_id, at).map(Done::keep))
             .await
     }
+
+    // ---- merchant bills (ops/bills.rs) ----
+
+    async fn close_bill_day(&self, day: &crate::bills::BillDayRecord) -> Result<bool, StoreError> {
+        let day = day.clone();
+        self.threads
+            .write(move |c| ops::bills::close_bill_day(c, &day))
+            .await
+    }
+
+    async fn bill_day(
+        &self,
+        bill_date: &str,
+    ) -> Result<Option<crate::bills::BillDayRecord>, StoreError> {
+        let bill_date = bill_date.to_string();
+        self.threads
+            .read(move |c| ops::bills::bill_day(c, &bill_date))
+            .await
+    }
+
+    async fn paid_orders_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        let (mchid, after) = (mchid.to_string(), after.cloned());
+        let orders = self
+            .threads
+            .read(move |c| {
+                ops::bills::paid_orders_between(c, &mchid, from, to, after.as_ref(), limit)
+            })
+            .await?;
+        self.open_orders(orders).await
+    }
+
+    async fn billed_refunds_between(
+        &self,
+        mchid: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        after: Option<&crate::bills::BillCursor>,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>, StoreError> {
+        let (mchid, after) = (mchid.to_string(), after.cloned());
+        self.threads
+            .read(move |c| {
+                ops::bills::billed_refunds_between(c, &mchid, from, to, after.as_ref(), limit)
+            })
+            .await
+    }
+
+    async fn merchant_flow_before(
+        &self,
+        mchid: &str,
+        before: OffsetDateTime,
+    ) -> Result<crate::bills::MerchantFlowTotals, StoreError> {
+        let mchid = mchid.to_string();
+        self.threads
+            .read(move |c| ops::bills::merchant_flow_before(c, &mchid, before))
+            .await
+    }
+
+    async fn keep_bill_file(
+        &self,
+        file: &crate::bills::BillFileRecord,
+    ) -> Result<crate::bills::BillFileRecord, StoreError> {
+        let file = file.clone();
+        self.threads
+            .write(move |c| ops::bills::keep_bill_file(c, &file))
+            .await
+    }
+
+    async fn bill_file(
+        &self,
+        mchid: &str,
+        bill_date: &str,
+        kind: &str,
+    ) -> Result<Option<crate::bills::BillFileRecord>, StoreError> {
+        let (mchid, bill_date, kind) = (mchid.to_string(), bill_date.to_string(), kind.to_string());
+        self.threads
+            .read(move |c| ops::bills::bill_file(c, &mchid, &bill_date, &kind))
+            .await
+    }
+
+    async fn insert_bill_download(
+        &self,
+        download: &crate::bills::BillDownloadRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let download = download.clone();
+        self.threads
+            .write(move |c| ops::bills::insert_bill_download(c, &download, now))
+            .await
+    }
+
+    async fn bill_download(
+        &self,
+        token: &str,
+    ) -> Result<Option<crate::bills::BillDownloadRecord>, StoreError> {
+        let token = token.to_string();
+        self.threads
+            .read(move |c| ops::bills::bill_download(c, &token))
+            .await
+    }
+
     // ---- the ledger (ledger.rs; helper LEDGER) ----
 
     async fn post_ledger(
@@ -929,111 +1147,6 @@ impl Store for SqliteStore {
             .write(move |c| {
                 ledger::integrate(c, &signer, &origin, batch_max, now).map(Done::keep)
             })
-            .await
-    }
-
-    // ---- merchant bills (ops/bills.rs) ----
-
-    async fn close_bill_day(&self, day: &crate::bills::BillDayRecord) -> Result<bool, StoreError> {
-        let day = day.clone();
-        self.threads
-            .write(move |c| ops::bills::close_bill_day(c, &day))
-            .await
-    }
-
-    async fn bill_day(
-        &self,
-        bill_date: &str,
-    ) -> Result<Option<crate::bills::BillDayRecord>, StoreError> {
-        let bill_date = bill_date.to_string();
-        self.threads
-            .read(move |c| ops::bills::bill_day(c, &bill_date))
-            .await
-    }
-
-    async fn paid_orders_between(
-        &self,
-        mchid: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        after: Option<&crate::bills::BillCursor>,
-        limit: u32,
-    ) -> Result<Vec<OrderRecord>, StoreError> {
-        let (mchid, after) = (mchid.to_string(), after.cloned());
-        self.threads
-            .read(move |c| {
-                ops::bills::paid_orders_between(c, &mchid, from, to, after.as_ref(), limit)
-            })
-            .await
-    }
-
-    async fn billed_refunds_between(
-        &self,
-        mchid: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        after: Option<&crate::bills::BillCursor>,
-        limit: u32,
-    ) -> Result<Vec<crate::RefundRecord>, StoreError> {
-        let (mchid, after) = (mchid.to_string(), after.cloned());
-        self.threads
-            .read(move |c| {
-                ops::bills::billed_refunds_between(c, &mchid, from, to, after.as_ref(), limit)
-            })
-            .await
-    }
-
-    async fn merchant_flow_before(
-        &self,
-        mchid: &str,
-        before: OffsetDateTime,
-    ) -> Result<crate::bills::MerchantFlowTotals, StoreError> {
-        let mchid = mchid.to_string();
-        self.threads
-            .read(move |c| ops::bills::merchant_flow_before(c, &mchid, before))
-            .await
-    }
-
-    async fn keep_bill_file(
-        &self,
-        file: &crate::bills::BillFileRecord,
-    ) -> Result<crate::bills::BillFileRecord, StoreError> {
-        let file = file.clone();
-        self.threads
-            .write(move |c| ops::bills::keep_bill_file(c, &file))
-            .await
-    }
-
-    async fn bill_file(
-        &self,
-        mchid: &str,
-        bill_date: &str,
-        kind: &str,
-    ) -> Result<Option<crate::bills::BillFileRecord>, StoreError> {
-        let (mchid, bill_date, kind) = (mchid.to_string(), bill_date.to_string(), kind.to_string());
-        self.threads
-            .read(move |c| ops::bills::bill_file(c, &mchid, &bill_date, &kind))
-            .await
-    }
-
-    async fn insert_bill_download(
-        &self,
-        download: &crate::bills::BillDownloadRecord,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let download = download.clone();
-        self.threads
-            .write(move |c| ops::bills::insert_bill_download(c, &download, now))
-            .await
-    }
-
-    async fn bill_download(
-        &self,
-        token: &str,
-    ) -> Result<Option<crate::bills::BillDownloadRecord>, StoreError> {
-        let token = token.to_string();
-        self.threads
-            .read(move |c| ops::bills::bill_download(c, &token))
             .await
     }
 }
