@@ -533,3 +533,38 @@ async fn a_merchant_cannot_see_or_share_another_merchants_orders() {
         gw.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_timeout_is_settled_by_asking_the_channel_not_by_splitting_twice() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |c| c.sandbox.channel_timeout_ms = 400).await;
+        gw.add_receiver(RECEIVER).await;
+        let tx = gw.paid(1000, true, "https://merchant.example/n").await;
+        // Processed at the channel, answers withheld (the query that follows times out too).
+        gw.channel_faults(json!({"timeout_rate_ppm": 1_000_000, "timeout_ms": 1500,
+                                 "operations": ["profitsharing"]}))
+            .await;
+        let retried = gw.split_body(&tx, "T1", &[(RECEIVER, 100)], false);
+        assert_eq!(
+            api_error(gw.split(&retried).await),
+            (500, "SYSTEM_ERROR".into())
+        );
+        let left_alone = gw.split_body(&tx, "T2", &[(RECEIVER, 60)], false);
+        assert_eq!(
+            api_error(gw.split(&left_alone).await),
+            (500, "SYSTEM_ERROR".into())
+        );
+        gw.channel_faults(json!({})).await;
+        assert_eq!(gw.unsplit(&tx).await, 994 - 160, "reserved, not lost");
+        // The merchant's retry: the same order, found at the channel, not sent twice.
+        let again = gw.split(&retried).await.unwrap();
+        let stored = gw.store().shares_of(&tx).await.unwrap();
+        assert_eq!(stored.len(), 2);
+        assert!(stored.iter().any(|s| s.order_id == again.order_id));
+        gw.finished("T1", &tx).await;
+        // The other one is settled by the poller alone.
+        gw.finished("T2", &tx).await;
+        assert_eq!(gw.unsplit(&tx).await, 994 - 160);
+        gw.finish().await;
+    }
+}
