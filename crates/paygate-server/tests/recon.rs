@@ -360,3 +360,45 @@ async fn every_injected_class_is_found_once_and_resolved_as_designed() {
         gw.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_booked_after_the_cut_waits_in_the_pool_and_pairs_the_next_day() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        // Paid "at 23:59:59.9": the channel books it at the next midnight, in the next bill.
+        let late = paid(&gw, 300).await;
+        paid(&gw, 400).await;
+        let day = day_of(&late);
+        sim_faults(&gw, json!({"bill": {"next_day": [attempt_of(&late)]}})).await;
+
+        let first = reconcile(&gw, &day).await;
+        assert_eq!(
+            counts(&first),
+            vec![],
+            "a day-cut item is held, not reported: {first}"
+        );
+        assert_eq!(first["pool"]["held"], 1, "{first}");
+        assert_eq!(first["matched"], 1, "{first}");
+
+        // The next business day at the channel.
+        sim_post(&gw, "clock/advance", json!({"seconds": 86_400})).await;
+        let next = time::Date::parse(
+            &day,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .unwrap()
+        .next_day()
+        .unwrap();
+        let next = paygate_core::timefmt::format_date(next);
+        let second = reconcile(&gw, &next).await;
+        assert_eq!(counts(&second), vec![], "{second}");
+        assert_eq!(
+            second["pool"]["matched_across_days"], 1,
+            "the halves pair up: {second}"
+        );
+        assert_eq!(second["pool"]["held"], 0, "{second}");
+        let (_, all) = gw.admin(reqwest::Method::GET, "recon/discrepancies").await;
+        assert_eq!(all["data"].as_array().unwrap().len(), 0, "{all}");
+        gw.finish().await;
+    }
+}

@@ -316,6 +316,8 @@ fn trade_rows(
         let Some(paid) = order.success_time else {
             continue;
         };
+        // A day-cut fault books the payment at the next Beijing midnight instead.
+        let paid = faults.listed_at(&order.input.out_trade_no, paid);
         if kind == TradeBillKind::Refund || beijing_date(paid) != date {
             continue;
         }

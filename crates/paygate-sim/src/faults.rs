@@ -81,9 +81,28 @@ pub struct BillFaults {
     pub amount_delta_fen: std::collections::BTreeMap<String, i64>,
     #[serde(default)]
     pub fee_delta_fen: std::collections::BTreeMap<String, i64>,
+    /// Payments the channel books at the next Beijing midnight (paid at 23:59:59.9, booked
+    /// after the cut): they appear in the next day's bill, not their own.
+    #[serde(default)]
+    pub next_day: Vec<String>,
 }
 
 impl BillFaults {
+    /// When the bill lists a payment made at `paid`.
+    pub fn listed_at(
+        &self,
+        out_trade_no: &str,
+        paid: time::OffsetDateTime,
+    ) -> time::OffsetDateTime {
+        if !self.next_day.iter().any(|n| n == out_trade_no) {
+            return paid;
+        }
+        let beijing = paid.to_offset(paygate_core::timefmt::BEIJING);
+        beijing.date().next_day().map_or(paid, |d| {
+            d.midnight().assume_offset(paygate_core::timefmt::BEIJING)
+        })
+    }
+
     /// The payment row(s) to write for `row` (none, one or two), with the faults applied.
     pub fn apply(
         &self,
