@@ -49,6 +49,7 @@ contract!(
     returns_are_bounded_by_the_receivers_line_and_success_releases,
     receivers_and_ratio_configuration,
     polls_take_unsettled_shares_and_returns,
+    a_share_change_and_its_ledger_posting_land_together_or_not_at_all,
 );
 
 const MCHID: &str = "1900000109";
@@ -702,4 +703,62 @@ async fn polls_take_unsettled_shares_and_returns(db: Db) {
     assert_eq!(s.share_returns_to_poll(t(100), 10).await.unwrap(), vec![r]);
     assert!(s.mark_share_return_polled("30090001", t(60)).await.unwrap());
     assert!(s.share_returns_to_poll(t(60), 10).await.unwrap().is_empty());
+}
+
+async fn a_share_change_and_its_ledger_posting_land_together_or_not_at_all(db: Db) {
+    use paygate_core::money::Money;
+    use paygate_ledger::recipes;
+    let s = db.open().await;
+    paid_order(&*s, "tx1").await;
+    let r = split("30080001", "tx1", "P1", vec![line("1900000201", 10)]);
+    s.create_share(&r, LIMITS).await.unwrap();
+    // Nothing is frozen for this merchant in the ledger: the split's posting is refused, and
+    // with it the whole change (state, lines, notification).
+    let receivers = [("mch:1900000201", Money::cny_fen(10))];
+    let split_posting = recipes::share_split(&recipes::ShareSplit {
+        mchid: MCHID,
+        out_order_no: "P1",
+        receivers: &receivers,
+    })
+    .unwrap();
+    let mut c = ShareChange::to(&r, ShareState::Finished, t(30));
+    c.finished_at = Some(t(30));
+    c.notifications = vec![notification("n1", "tx1", 30)];
+    c.ledger = Some(split_posting.clone());
+    assert!(matches!(
+        s.apply_share_change(&c).await,
+        Err(StoreError::Ledger(_))
+    ));
+    let untouched = s.get_share_by_id("30080001").await.unwrap().unwrap();
+    assert_eq!(
+        (untouched.state, untouched.version),
+        (ShareState::Created, 0)
+    );
+    assert!(s.notifications_of("tx1").await.unwrap().is_empty());
+    assert!(
+        s.ledger_transfers_by_reference(&format!("{MCHID}/P1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the merchant's frozen funds are there (a profit-sharing payment), both land.
+    let payment = recipes::payment_success(&recipes::PaymentSuccess {
+        transaction_id: "tx1",
+        mchid: MCHID,
+        channel_id: "wx-main",
+        total: Money::cny_fen(100),
+        fee: Money::cny_fen(0),
+        profit_sharing: true,
+    })
+    .unwrap();
+    s.post_ledger(&payment, t(6)).await.unwrap();
+    assert!(s.apply_share_change(&c).await.unwrap());
+    assert_eq!(
+        s.ledger_transfers_by_reference(&format!("{MCHID}/P1"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.notifications_of("tx1").await.unwrap().len(), 1);
 }
