@@ -12,6 +12,7 @@ mod bench;
 mod demo;
 mod keys_cmd;
 mod recon;
+mod settle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -141,6 +142,11 @@ enum Command {
     Recon {
         #[command(subcommand)]
         command: recon::ReconCommand,
+    },
+    /// Daily settlement of merchants' pending balances (on the store directly).
+    Settle {
+        #[command(subcommand)]
+        command: settle::SettleCommand,
     },
     /// Merchants of the gateway.
     Merchant {
@@ -279,6 +285,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => audit::run(store.config()?).await,
         Command::Keys { command } => keys_cmd::run(command).await,
         Command::Recon { command } => recon::run(command).await,
+        Command::Settle { command } => settle::run(command).await,
         Command::Serve {
             store,
             listen,
