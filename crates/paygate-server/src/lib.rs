@@ -302,7 +302,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn metrics_text(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> impl axum::response::IntoResponse {
-    let body = app.metrics.render(&app.routing.metrics_text());
+    let mut extra = app.routing.metrics_text();
+    extra.push_str(&metrics::pool_text(
+        app.store.backend(),
+        &app.store.pool_stats(),
+    ));
+    let body = app.metrics.render(&extra);
     (
         [(
             axum::http::header::CONTENT_TYPE,

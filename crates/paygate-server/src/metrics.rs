@@ -214,6 +214,44 @@ impl Metrics {
     }
 }
 
+/// The store's connections and queues as gauges: a pool that is always empty of idle
+/// connections, or a SQLite writer queue that keeps growing, is where the store would
+/// become the bottleneck.
+pub fn pool_text(backend: &str, stats: &paygate_store::PoolStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP paygate_db_connections Database connections (PostgreSQL pool; SQLite writer + readers)."
+    );
+    let _ = writeln!(out, "# TYPE paygate_db_connections gauge");
+    let in_use = stats.connections.saturating_sub(stats.idle);
+    let _ = writeln!(
+        out,
+        "paygate_db_connections{{backend=\"{backend}\",state=\"idle\"}} {}",
+        stats.idle
+    );
+    let _ = writeln!(
+        out,
+        "paygate_db_connections{{backend=\"{backend}\",state=\"in_use\"}} {in_use}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP paygate_db_queued Store jobs waiting for a SQLite writer or reader thread."
+    );
+    let _ = writeln!(out, "# TYPE paygate_db_queued gauge");
+    let _ = writeln!(
+        out,
+        "paygate_db_queued{{backend=\"{backend}\",queue=\"write\"}} {}",
+        stats.writes_queued
+    );
+    let _ = writeln!(
+        out,
+        "paygate_db_queued{{backend=\"{backend}\",queue=\"read\"}} {}",
+        stats.reads_queued
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +271,22 @@ mod tests {
             endpoint("POST", "/v3/pay/transactions/out-trade-no/X1/close"),
             "POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close"
         );
+    }
+
+    #[test]
+    fn pool_gauges_name_backend_and_state() {
+        let text = pool_text(
+            "postgres",
+            &paygate_store::PoolStats {
+                connections: 16,
+                idle: 10,
+                writes_queued: 0,
+                reads_queued: 0,
+            },
+        );
+        assert!(text.contains("paygate_db_connections{backend=\"postgres\",state=\"idle\"} 10\n"));
+        assert!(text.contains("paygate_db_connections{backend=\"postgres\",state=\"in_use\"} 6\n"));
+        assert!(text.contains("paygate_db_queued{backend=\"postgres\",queue=\"write\"} 0\n"));
     }
 
     #[test]

@@ -670,6 +670,18 @@ async fn metrics_count_requests_by_endpoint_and_code_and_deliveries() {
     })
     .await;
     assert!(text.contains("paygate_http_requests_total{endpoint=\"POST /v3/pay/transactions/native\",code=\"200\"} 1"), "{text}");
+    // The store's pool gauges, labelled with the backend under test.
+    assert!(
+        text.contains(&format!(
+            "paygate_db_connections{{backend=\"{}\",state=\"in_use\"}}",
+            if gw.pg_schema.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            }
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(
             "endpoint=\"GET /v3/pay/transactions/out-trade-no/{out_trade_no}\",code=\"404\"} 1"

@@ -19,7 +19,7 @@ pub(crate) const ORDER_COLS: &str = "transaction_id, mchid, out_trade_no, appid,
      updated_at, success_time, bank_type, version, fee_rate_ppm, fee_fen, channel_cost_ppm, channel_cost_fen, \
      profit_sharing";
 /// Number of columns in [`ORDER_COLS`]: where the attempt starts in a joined row.
-pub(crate) const ORDER_COL_COUNT: usize = 20;
+pub(crate) const ORDER_COL_COUNT: usize = 25;
 pub(crate) const ATTEMPT_COLS: &str = "attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, \
      h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at, \
      updated_at, last_polled_at";

@@ -77,6 +77,19 @@ pub enum CreateOrder {
     Exists(OrderRecord),
 }
 
+/// A snapshot of the store's connections and queues, for the `/metrics` gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections (PostgreSQL pool size; SQLite: the writer plus the readers).
+    pub connections: u32,
+    /// Of those, idle (PostgreSQL only; SQLite threads wait on their queue).
+    pub idle: u32,
+    /// Writes waiting for the SQLite writer thread (0 on PostgreSQL).
+    pub writes_queued: u32,
+    /// Reads waiting for a SQLite reader thread (0 on PostgreSQL).
+    pub reads_queued: u32,
+}
+
 /// How a delivery attempt of a notification ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeliveryOutcome {
@@ -118,6 +131,9 @@ pub trait Store: recon::ReconStore + settlement::SettlementStore + Send + Sync +
     /// Conflict if `key_id` exists (two nodes racing to create the first key: the loser re-reads).
     async fn insert_platform_key(&self, key: &PlatformKeyRecord) -> Result<(), StoreError>;
     async fn platform_keys(&self) -> Result<Vec<PlatformKeyRecord>, StoreError>;
+    /// A new generation of `key.kind` (platform key rotation). Conflict if another node's
+    /// rotation took that generation at the same moment, or if `key_id` exists.
+    async fn rotate_platform_key(&self, key: &PlatformKeyRecord) -> Result<(), StoreError>;
 
     // ---- orders and attempts ----
     /// Inserts the order and its first attempt in one transaction, unless
@@ -501,6 +517,12 @@ pub trait Store: recon::ReconStore + settlement::SettlementStore + Send + Sync +
     ) -> Result<Vec<vault::AuditRecord>, StoreError>;
     /// Recomputes the audit chain and names the first entry that does not hold.
     async fn verify_audit(&self) -> Result<vault::AuditVerdict, StoreError>;
+
+    /// The connection pool (PostgreSQL) or the worker queues (SQLite) right now, for
+    /// `/metrics`. (Added for observability; the default knows nothing.)
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::default()
+    }
 
     /// Closes the store's database connections and waits until they are closed: PostgreSQL
     /// closes its pool (calls made afterwards fail); SQLite has nothing to wait for (dropping

@@ -770,6 +770,22 @@ impl Store for PgStore {
         .map_err(pg_err)
     }
 
+    async fn rotate_platform_key(&self, k: &PlatformKeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO platform_keys (key_id, kind, private_key_pem, certificate_pem, created_at, generation)
+             SELECT $1, $2, $3, $4, $5, COALESCE(MAX(generation), 0) + 1 FROM platform_keys WHERE kind = $2",
+        )
+        .bind(&k.key_id)
+        .bind(codec::key_kind_str(k.kind))
+        .bind(&k.private_key_pem)
+        .bind(&k.certificate_pem)
+        .bind(unix_ms(k.created_at))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_err)
+    }
+
     async fn platform_keys(&self) -> Result<Vec<PlatformKeyRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {PLATFORM_KEY_COLS} FROM platform_keys ORDER BY created_at, key_id"
@@ -1164,6 +1180,14 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         self.sealer
             .open_notifications(decode_all(&rows, codec::notification)?)
+    }
+
+    fn pool_stats(&self) -> crate::PoolStats {
+        crate::PoolStats {
+            connections: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            ..Default::default()
+        }
     }
 
     async fn close(&self) {

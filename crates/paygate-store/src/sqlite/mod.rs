@@ -315,6 +315,17 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn pool_stats(&self) -> crate::PoolStats {
+        let (writes, reads) = self.threads.queued();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        crate::PoolStats {
+            connections: count(self.threads.connections()),
+            idle: 0,
+            writes_queued: count(writes),
+            reads_queued: count(reads),
+        }
+    }
+
     // ---- data protection (issue 7; crate::vault, sqlite/protect.rs) ----
 
     async fn attach_vault(
@@ -433,6 +444,13 @@ impl Store for SqliteStore {
 
     async fn platform_keys(&self) -> Result<Vec<PlatformKeyRecord>, StoreError> {
         self.threads.read(ops::platform_keys).await
+    }
+
+    async fn rotate_platform_key(&self, key: &PlatformKeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.threads
+            .write(move |c| ops::rotate_platform_key(c, &key).map(Done::keep))
+            .await
     }
 
     async fn create_order(

@@ -130,6 +130,29 @@ impl Threads {
         })
     }
 
+    /// The writer and reader threads, one connection each.
+    pub fn connections(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Jobs waiting in the write and read queues (for the pool metric).
+    pub fn queued(&self) -> (usize, usize) {
+        let depth = |tx: Option<usize>, max: Option<usize>| match (tx, max) {
+            (Some(free), Some(max)) => max.saturating_sub(free),
+            _ => 0,
+        };
+        (
+            depth(
+                self.writes.as_ref().map(|t| t.capacity()),
+                self.writes.as_ref().map(|t| t.max_capacity()),
+            ),
+            depth(
+                self.reads.as_ref().map(|t| t.capacity()),
+                self.reads.as_ref().map(|t| t.max_capacity()),
+            ),
+        )
+    }
+
     /// Queues a write command and waits until its batch committed.
     pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where

@@ -34,7 +34,15 @@ pub enum Scenario {
     Refund,
     /// Native prepay + sandbox payment + query; notifications counted at a local notify_url.
     Mix,
+    /// Merchant notification delivery: orders are paid beforehand (untimed) and their
+    /// notifications collected; each call re-sends one through the admin API (needs
+    /// `--operator-token`), so the outbox always has a backlog, and the figure that counts
+    /// is notifications received per second and the server's CPU per notification.
+    Notify,
 }
+
+/// Paid orders whose notifications the `notify` scenario re-sends, round robin.
+const NOTIFY_POOL: usize = 512;
 
 pub struct LoadArgs {
     pub scenario: Scenario,
@@ -45,6 +53,8 @@ pub struct LoadArgs {
     pub warmup: Duration,
     pub pid: Option<u32>,
     pub key_mode: KeyMode,
+    /// The gateway's operator token (admin API), for the `notify` scenario.
+    pub operator_token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +75,8 @@ pub struct LoadReport {
     pub server_cpu_us_per_op: Option<f64>,
     pub notifications_received: u64,
     pub notifications_per_s: f64,
+    /// Server CPU divided by the notifications received in the window.
+    pub server_cpu_us_per_notification: Option<f64>,
 }
 
 struct Shared {
@@ -75,6 +87,10 @@ struct Shared {
     seq: AtomicU64,
     prefix: String,
     query_pool: Vec<String>,
+    /// Notification ids seen by the receiver (the envelope's `id`).
+    notification_ids: Arc<Mutex<Vec<String>>>,
+    notify_pool: Vec<String>,
+    operator_token: Option<String>,
 }
 
 impl Shared {
@@ -132,6 +148,25 @@ impl Shared {
             Ok(())
         } else {
             Err(format!("sandbox HTTP {}", resp.status().as_u16()))
+        }
+    }
+
+    async fn resend(&self, id: &str) -> Result<(), String> {
+        let token = self.operator_token.as_deref().unwrap_or_default();
+        let resp = self
+            .http
+            .post(format!(
+                "{}admin/v1/notifications/{id}/resend",
+                self.client.base_url()
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("admin: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("admin HTTP {}", resp.status().as_u16()))
         }
     }
 
@@ -200,6 +235,12 @@ async fn call(shared: &Shared, scenario: Scenario, i: u64) -> (Duration, Result<
                 .await;
             (t.elapsed(), r.map(|_| ()).map_err(code))
         }
+        Scenario::Notify => {
+            let id = &shared.notify_pool[(i as usize) % shared.notify_pool.len().max(1)];
+            let t = Instant::now();
+            let r = shared.resend(id).await;
+            (t.elapsed(), r)
+        }
         Scenario::Mix => {
             let no = shared.next_no();
             let t = Instant::now();
@@ -248,13 +289,27 @@ impl Tally {
     }
 }
 
-async fn notify_receiver(counter: Arc<AtomicU64>) -> Result<String, String> {
+async fn notify_receiver(
+    counter: Arc<AtomicU64>,
+    ids: Arc<Mutex<Vec<String>>>,
+) -> Result<String, String> {
     let app = axum::Router::new().route(
         "/notify",
-        axum::routing::post(move || {
+        axum::routing::post(move |body: axum::body::Bytes| {
             let counter = Arc::clone(&counter);
+            let ids = Arc::clone(&ids);
             async move {
                 counter.fetch_add(1, Ordering::Relaxed);
+                let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
+                // Only the first few hundred are kept: the notify scenario's pool.
+                if ids.len() < NOTIFY_POOL {
+                    if let Some(id) = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned))
+                    {
+                        ids.push(id);
+                    }
+                }
                 axum::http::StatusCode::NO_CONTENT
             }
         }),
@@ -271,7 +326,8 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     let kit = MerchantKit::read_from_dir(kit_dir).map_err(|e| e.to_string())?;
     let client = WxClient::from_kit(&kit, args.key_mode, 30_000).map_err(|e| e.to_string())?;
     let notified = Arc::new(AtomicU64::new(0));
-    let notify_url = notify_receiver(Arc::clone(&notified)).await?;
+    let notification_ids = Arc::new(Mutex::new(Vec::new()));
+    let notify_url = notify_receiver(Arc::clone(&notified), Arc::clone(&notification_ids)).await?;
     let port = reqwest::Url::parse(&kit.merchant.base_url)
         .ok()
         .and_then(|u| u.port_or_known_default());
@@ -289,6 +345,9 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
             time::OffsetDateTime::now_utc().unix_timestamp() % 100_000_000
         ),
         query_pool: Vec::new(),
+        notification_ids,
+        notify_pool: Vec::new(),
+        operator_token: args.operator_token.clone(),
     };
     if args.scenario == Scenario::Query {
         for _ in 0..256 {
@@ -299,6 +358,9 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
                 .map_err(|e| format!("creating orders to query: {e}"))?;
             shared.query_pool.push(no);
         }
+    }
+    if args.scenario == Scenario::Notify {
+        shared.notify_pool = notify_pool(&shared).await?;
     }
     let shared = Arc::new(shared);
     // Warm-up: connections, caches, the server's JIT-free but cold paths.
@@ -389,6 +451,10 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
         _ => None,
     };
     let notifications = notified.load(Ordering::Relaxed) - notified_before;
+    let cpu_per_notification = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if notifications > 0 => Some((b - a) * 1e6 / notifications as f64),
+        _ => None,
+    };
     Ok(LoadReport {
         scenario: args.scenario,
         mode,
@@ -406,7 +472,46 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
         server_cpu_us_per_op: cpu.map(|c| c * 1e6),
         notifications_received: notifications,
         notifications_per_s: notifications as f64 / seconds,
+        server_cpu_us_per_notification: cpu_per_notification,
     })
+}
+
+/// Pays [`NOTIFY_POOL`] orders and waits for their notifications: the ids to re-send.
+async fn notify_pool(shared: &Shared) -> Result<Vec<String>, String> {
+    if shared.operator_token.is_none() {
+        return Err(
+            "the notify scenario re-sends through the admin API: pass --operator-token".into(),
+        );
+    }
+    // Sequential: a second or two of setup, and no ordering surprises in the pool.
+    for _ in 0..NOTIFY_POOL {
+        let no = shared.next_no();
+        async {
+            shared.prepay(Scenario::Native, &no).await?;
+            shared.pay(&no).await
+        }
+        .await
+        .map_err(|e| format!("paying orders to notify about: {e}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = shared
+            .notification_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if ids.len() >= NOTIFY_POOL {
+            return Ok(ids);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {} notifications arrived within 60 s",
+                ids.len(),
+                NOTIFY_POOL
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn print(r: &LoadReport) {
@@ -431,5 +536,8 @@ pub fn print(r: &LoadReport) {
             "  notifications   {} received ({:.0} /s)",
             r.notifications_received, r.notifications_per_s
         );
+    }
+    if let Some(us) = r.server_cpu_us_per_notification {
+        println!("  server CPU      {us:.0} µs per notification received");
     }
 }
