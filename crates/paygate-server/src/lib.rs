@@ -28,6 +28,7 @@ pub mod recon_admin;
 // Daily settlement (helper SETTLE).
 pub mod settlement;
 pub mod recon_balance;
+pub mod recon_ledger;
 pub mod metrics;
 pub mod refunds;
 pub mod risk;

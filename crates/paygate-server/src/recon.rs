@@ -522,7 +522,14 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
             .map(|&i| (held_id(&held, &pool, i), "EXPIRED".to_string())),
     );
 
-    let balances = crate::recon_balance::balances(
+    // The ledger's movements of the day are read before any repair below posts more.
+    let (from, to) = day_bounds(date);
+    let ledger_day = app
+        .store
+        .ledger_clearing_day(channel_id, from, to)
+        .await
+        .map_err(store_err)?;
+    let mut balances = crate::recon_balance::balances(
         &bill_date,
         channel_id,
         &side.scanned,
@@ -531,6 +538,15 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
         side.fund_flow.as_ref(),
         now,
     );
+    balances.extend(crate::recon_ledger::balances(
+        &bill_date,
+        channel_id,
+        &ledger_day,
+        &side.scanned,
+        &platform,
+        &rows,
+        now,
+    ));
     let balanced = balances.iter().all(|b| b.balanced);
     let mut counts: HashMap<&'static str, u64> =
         Class::ALL.iter().map(|c| (c.as_str(), 0)).collect();

@@ -2,8 +2,8 @@
 //! paygate's side against the channel's trade bill (scope `CHANNEL`, the channel clearing
 //! view), per merchant (`MERCHANT:<mchid>`, channel rows attributed through the key paygate
 //! booked them under), and the bill against the channel's fund flow (`FUND_FLOW`: income =
-//! payments, expense = refunds + fees). Totals come from the orders and refunds the run read
-//! (the ledger's per-account view is not consulted here; see the closing note of issue 9).
+//! payments, expense = refunds + fees). Totals come from the orders and refunds the run read;
+//! the ledger's totals (scopes `LEDGER:*`) are `recon_ledger`'s, and these stay as a cross-check.
 
 use std::collections::{BTreeMap, HashMap};
 

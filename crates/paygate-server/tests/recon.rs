@@ -86,6 +86,38 @@ async fn reconcile(gw: &Gw, day: &str) -> Value {
     body["runs"][0].clone()
 }
 
+async fn report(gw: &Gw, day: &str) -> Value {
+    let (status, report) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("recon/report?bill_date={day}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// The balance row of `scope` in a day's report.
+fn balance<'a>(report: &'a Value, scope: &str) -> &'a Value {
+    report["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["scope"] == scope)
+        .unwrap_or_else(|| panic!("no {scope} balance: {report}"))
+}
+
+/// (paygate's, the channel's) payments and refunds of a balance row, in fen.
+fn figures(b: &Value) -> ((i64, i64), (i64, i64)) {
+    let f = |v: &Value| {
+        (
+            v["payment_fen"].as_i64().unwrap(),
+            v["refund_fen"].as_i64().unwrap(),
+        )
+    };
+    (f(&b["paygate"]), f(&b["channel"]))
+}
+
 fn counts(run: &Value) -> Vec<(String, u64)> {
     let mut v: Vec<_> = run["counts"]
         .as_object()
@@ -165,6 +197,29 @@ async fn a_clean_day_shows_no_discrepancy_and_balances() {
             "{report}"
         );
         assert!(report["runs"][0]["trade_bill_sha1"].as_str().unwrap().len() >= 40);
+
+        // The ledger's view: what the day moved through the channel's clearing account
+        // (payments in, the refund out) equals the bill's summary, in total and for the merchant.
+        let ledger = balance(&report, "LEDGER:CHANNEL");
+        assert_eq!(ledger["balanced"], true, "{ledger}");
+        assert_eq!(figures(ledger), ((2_446, 40), (2_446, 40)), "{ledger}");
+        assert_eq!(
+            ledger["paygate"]["net_fen"].as_i64().unwrap()
+                + ledger["paygate"]["fee_fen"].as_i64().unwrap(),
+            2_446,
+            "{ledger}"
+        );
+        assert_eq!(
+            (
+                ledger["paygate"]["payments"].as_i64(),
+                ledger["paygate"]["refunds"].as_i64()
+            ),
+            (Some(3), Some(1)),
+            "{ledger}"
+        );
+        let merchant = balance(&report, &format!("LEDGER:MERCHANT:{}", gw.mchid()));
+        assert_eq!(merchant["balanced"], true, "{merchant}");
+        assert_eq!(figures(merchant), ((2_446, 40), (2_446, 40)), "{merchant}");
         gw.finish().await;
     }
 }
@@ -210,6 +265,19 @@ async fn every_injected_class_is_found_once_and_resolved_as_designed() {
         .await;
 
         let run = reconcile(&gw, &day).await;
+        // The ledger balance, taken before the run's repairs: the ledger has the four payments
+        // paygate booked (500 + 10000 + 700 + 800); the bill's summary has 501 (changed),
+        // 10000, 800 twice and the lost 900, not the dropped 700.
+        let ledger = balance(&report(&gw, &day).await, "LEDGER:CHANNEL").clone();
+        assert_eq!(ledger["balanced"], false, "{ledger}");
+        assert_eq!(figures(&ledger), ((12_000, 0), (13_001, 0)), "{ledger}");
+        assert!(
+            ledger["detail"]
+                .as_str()
+                .unwrap()
+                .contains("12000 fen vs 13001 fen"),
+            "{ledger}"
+        );
         let want: Vec<(String, u64)> = [
             "AMOUNT_MISMATCH",
             "DUPLICATE",
@@ -357,6 +425,10 @@ async fn every_injected_class_is_found_once_and_resolved_as_designed() {
                 .any(|b| b["balanced"] == false),
             "a faulty bill does not balance: {report}"
         );
+        // After the repair the ledger has the lost payment too; the changed amount, the
+        // duplicate and the dropped row still differ: 13001 - 12900 = 1 + 800 - 700.
+        let ledger = balance(&report, "LEDGER:CHANNEL");
+        assert_eq!(figures(ledger), ((12_900, 0), (13_001, 0)), "{ledger}");
         gw.finish().await;
     }
 }
@@ -399,6 +471,99 @@ async fn a_payment_booked_after_the_cut_waits_in_the_pool_and_pairs_the_next_day
         assert_eq!(second["pool"]["held"], 0, "{second}");
         let (_, all) = gw.admin(reqwest::Method::GET, "recon/discrepancies").await;
         assert_eq!(all["data"].as_array().unwrap().len(), 0, "{all}");
+        gw.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_whose_outcome_was_lost_is_repaired_and_the_ledger_then_balances() {
+    for pg in backends() {
+        // Only the reconciliation may find the lost refund outcome, not the poller.
+        let gw = start(pg.as_deref(), |c| {
+            c.workers.poll_interval_ms = 3_600_000_000
+        })
+        .await;
+        let t = paid(&gw, 1_000).await;
+        sim_faults(&gw, json!({"notify": {"drop_rate_ppm": 1_000_000}})).await;
+        let refund = json!({"out_trade_no": t.out_trade_no, "out_refund_no": out_no("rf"),
+            "amount": {"refund": 300, "total": 1_000, "currency": "CNY"}});
+        let r: Value = gw
+            .client
+            .post_json("/v3/refund/domestic/refunds", &refund)
+            .await
+            .unwrap();
+        let refund_id = r["refund_id"].as_str().unwrap().to_string();
+        // The channel refunded the payer; its REFUND.SUCCESS notification never arrived.
+        let sim = gw.gw.sandbox.as_ref().unwrap();
+        eventually(|| async {
+            let v: Value = gw
+                .http
+                .get(format!("{}sandbox/v1/notifications", sim.base_url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["event_type"] == "REFUND.SUCCESS")
+                .then_some(())
+        })
+        .await;
+        let stored = gw
+            .gw
+            .state
+            .store
+            .get_refund_by_id(&refund_id)
+            .await
+            .unwrap();
+        assert_eq!(stored.unwrap().state.as_str(), "PROCESSING");
+        let day = day_of(&t);
+
+        let run = reconcile(&gw, &day).await;
+        assert_eq!(
+            counts(&run),
+            vec![("STATUS_MISMATCH".to_string(), 1)],
+            "{run}"
+        );
+        assert_eq!(run["auto_resolved"], 1, "{run}");
+        // Before the repair the ledger had not paid the refund out of clearing: a difference
+        // with both figures. The order/refund cross-check counts the PROCESSING refund as booked.
+        let first = report(&gw, &day).await;
+        let ledger = balance(&first, "LEDGER:CHANNEL");
+        assert_eq!(ledger["balanced"], false, "{ledger}");
+        assert_eq!(figures(ledger), ((1_000, 0), (1_000, 300)), "{ledger}");
+        assert_eq!(balance(&first, "CHANNEL")["balanced"], true, "{first}");
+
+        // The run repaired the refund through the state machine (ledger posted, notification).
+        let stored = gw
+            .gw
+            .state
+            .store
+            .get_refund_by_id(&refund_id)
+            .await
+            .unwrap();
+        assert_eq!(stored.unwrap().state.as_str(), "SUCCESS");
+        let (_, auto) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/discrepancies?bill_date={day}&state=AUTO_RESOLVED"),
+            )
+            .await;
+        assert_eq!(auto["data"][0]["kind"], "REFUND", "{auto}");
+        assert_eq!(auto["data"][0]["resolution"], "QUERY_AND_APPLY", "{auto}");
+
+        // A re-run finds nothing and the ledger now agrees with the bill.
+        let again = reconcile(&gw, &day).await;
+        assert_eq!(counts(&again), vec![], "{again}");
+        assert_eq!(again["balanced"], true, "{again}");
+        let second = report(&gw, &day).await;
+        let ledger = balance(&second, "LEDGER:CHANNEL");
+        assert_eq!(figures(ledger), ((1_000, 300), (1_000, 300)), "{ledger}");
+        let merchant = balance(&second, &format!("LEDGER:MERCHANT:{}", gw.mchid()));
+        assert_eq!(merchant["balanced"], true, "{merchant}");
         gw.finish().await;
     }
 }

@@ -24,6 +24,8 @@
 pub mod bills;
 mod codec;
 pub mod ledger;
+// A day's clearing movements for reconciliation (helper LEDGER-RECON).
+pub mod ledger_day;
 mod migrate;
 pub mod postgres;
 pub mod recon;
@@ -104,7 +106,9 @@ pub enum DeliveryOutcome {
 #[async_trait]
 /// Reconciliation's tables are reached through the supertrait [`recon::ReconStore`], daily
 /// settlement's through [`settlement::SettlementStore`].
-pub trait Store: recon::ReconStore + settlement::SettlementStore + Send + Sync + 'static {
+pub trait Store:
+    recon::ReconStore + settlement::SettlementStore + ledger_day::LedgerDayStore + Send + Sync + 'static
+{
     /// Which backend: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -54,6 +54,8 @@ mod refunds;
 mod sharing;
 // The ledger and its journal (helper LEDGER).
 pub(crate) mod ledger;
+// A day's clearing movements (postgres/ledger_day.rs; helper LEDGER-RECON).
+mod ledger_day;
 // Bills, likewise.
 mod bills;
 // Data protection (vault keys, openid vault, nonces, audit trail), likewise.

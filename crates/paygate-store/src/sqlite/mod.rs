@@ -20,6 +20,8 @@
 //! and its directory are created if missing.
 
 pub(crate) mod ledger;
+// A day's clearing movements (ledger_day.rs; helper LEDGER-RECON).
+mod ledger_day;
 mod ops;
 mod protect;
 // Reconciliation (recon.rs; helper RECON).
