@@ -422,5 +422,14 @@ mod tests {
         assert!(c.run_after_time().is_ok());
         c.run_after = "2:00".into();
         assert!(c.run_after_time().is_err());
+        // As an operator writes it in paygate.toml.
+        let c: crate::config::Config = toml::from_str(
+            "[settlement]\ndelay_days = 2\nrun_after = \"03:30\"\n\
+             [settlement.merchant_delay_days]\n\"1900000109\" = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.settlement.delay_for("1900000109"), 5);
+        assert_eq!(c.settlement.delay_for("other"), 2);
+        assert!(toml::from_str::<crate::config::Config>("[settlement]\ndelay = 2").is_err());
     }
 }
