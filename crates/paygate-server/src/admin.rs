@@ -39,6 +39,7 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(crate::ledger_admin::routes())
         .merge(crate::recon_admin::routes())
         .merge(crate::settlement::routes())
+        .merge(crate::platform_keys_admin::routes())
         .route("/admin/v1/notifications/{id}/resend", post(resend))
         .route("/admin/v1/channels", get(channels))
         .route("/admin/v1/channels/metrics", get(channel_metrics))

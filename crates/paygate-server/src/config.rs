@@ -35,6 +35,8 @@ pub struct Config {
     pub settlement: crate::settlement::SettlementConfig,
     /// Master key, rate limits, vault worker (key_rotation.rs).
     pub security: crate::key_rotation::SecurityConfig,
+    /// Platform signing key rotation: grace period, switch, reload (keys.rs).
+    pub platform_keys: crate::keys::PlatformKeyConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -338,6 +340,7 @@ impl Default for Config {
             settlement: Default::default(),
             bills: Default::default(),
             security: Default::default(),
+            platform_keys: Default::default(),
         }
     }
 }

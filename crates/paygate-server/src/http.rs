@@ -143,7 +143,7 @@ async fn authenticate(
         .get("Wechatpay-Serial")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|s| app.keys.knows(s))
+        .filter(|s| app.keys.current().knows(s))
         .map(str::to_string);
     Ok(Caller {
         merchant: merchant.record,
@@ -235,6 +235,7 @@ async fn sign(
     response: Response,
     request_id: &str,
 ) -> Response {
-    let (key, serial) = app.keys.answer_key(requested_serial);
+    let keys = app.keys.current();
+    let (key, serial) = keys.answer_key(requested_serial);
     paygate_http::sign_answer(response, key, serial, request_id).await
 }

@@ -19,6 +19,7 @@ pub mod flow;
 pub mod http;
 pub mod key_rotation;
 pub mod keys;
+pub mod platform_keys_admin;
 pub mod ledger_admin;
 pub mod merchant_api;
 pub mod merchants;
@@ -184,7 +185,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         .map_err(|e| config::ConfigError::Invalid(format!("{}: {e}", config.data_dir.display())))?;
     // Opened with its vault: sensitive fields are sealed at rest (key_rotation.rs).
     let store = key_rotation::open_store(&config).await?;
-    let keys = PlatformKeys::load_or_create(store.as_ref()).await?;
+    let keys = PlatformKeys::load_or_create_with(store.as_ref(), &config.platform_keys).await?;
     let operator_token = config.operator_token()?;
     config.ledger.validate()?;
     let journal = fees::Journal::load_or_create(&config)?;
@@ -242,6 +243,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let app = router(Arc::clone(&state));
     workers::spawn(Arc::clone(&state));
     fees::spawn_integrator(Arc::clone(&state));
+    keys::spawn_reloader(Arc::clone(&state));
     key_rotation::spawn_vault_worker(
         Arc::clone(&state.store),
         state.config.security.vault_interval_ms,

@@ -197,9 +197,11 @@ async fn certificates(
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let q: CertificatesQuery = parse_query_validated(&query.unwrap_or_default())?;
+    let keys = app.keys.current();
+    // Every served generation: during a rotation's grace period, the old and the new.
     let pems: Vec<&str> = match q.algorithm_type {
         Some(AlgorithmType::Sm2) => Vec::new(),
-        _ => vec![app.keys.cert_pem.as_str()],
+        _ => keys.certificate_pems(),
     };
     let answer = build_certificates_response(
         &pems,

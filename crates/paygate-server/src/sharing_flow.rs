@@ -83,10 +83,8 @@ fn open_sensitive(
     field: &str,
     value: &str,
 ) -> Result<String, ApiError> {
-    let key = match caller.wechatpay_serial.as_deref() {
-        Some(s) if s == app.keys.pub_key_id => &app.keys.pub_key,
-        _ => &app.keys.cert_key,
-    };
+    let keys = app.keys.current();
+    let key = keys.decrypting_key(caller.wechatpay_serial.as_deref());
     paygate_wxpay::crypto::oaep::decrypt(key, value).map_err(|_| {
         ApiError::param(
             field,

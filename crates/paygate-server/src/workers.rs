@@ -290,7 +290,8 @@ async fn envelope(
     )
     .map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(&sealed).map_err(|e| e.to_string())?;
-    let (key, serial) = app.keys.answer_key(requested.as_deref());
+    let keys = app.keys.current();
+    let (key, serial) = keys.answer_key(requested.as_deref());
     let headers = answer_headers(
         key,
         serial,

@@ -201,6 +201,7 @@ async fn nodes_racing_on_an_empty_database_agree_on_one_platform_key_per_kind() 
                 paygate_server::keys::PlatformKeys::load_or_create(b.as_ref()),
             );
             let (ka, kb) = (ka.unwrap(), kb.unwrap());
+            let (ka, kb) = (ka.current(), kb.current());
             assert_eq!(ka.cert_serial, kb.cert_serial);
             assert_eq!(ka.pub_key_id, kb.pub_key_id);
             assert_eq!(a.platform_keys().await.unwrap().len(), 2);

@@ -6,6 +6,9 @@
 //!   many values still wait in plaintext.
 //! - `reseal`: the background re-seal, run here to completion (for an offline database).
 //! - `retire KEY_ID`: destroys a key that seals nothing any more.
+//! - `rotate-platform [--kind CERTIFICATE|PUBLIC_KEY]`: a new generation of the platform
+//!   signing keys, served next to the old one for the grace period (rules in
+//!   paygate-server keys.rs); `platform-status`: what is served now.
 //!
 //! Every change is appended to the operator audit trail.
 
@@ -32,6 +35,19 @@ pub enum KeysCommand {
     /// Destroy a data key that no stored value uses any more.
     Retire {
         key_id: String,
+        #[command(flatten)]
+        store: crate::StoreArgs,
+    },
+    /// Add a new generation of the platform signing keys (both kinds unless --kind).
+    RotatePlatform {
+        /// CERTIFICATE or PUBLIC_KEY.
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        store: crate::StoreArgs,
+    },
+    /// The platform signing keys served now: generations, default, retirement times.
+    PlatformStatus {
         #[command(flatten)]
         store: crate::StoreArgs,
     },
@@ -111,6 +127,52 @@ pub async fn run(command: KeysCommand) -> Result<(), String> {
             .await;
             println!("data key {key_id} retired (destroyed)");
             Ok(())
+        }
+        KeysCommand::RotatePlatform { kind, store } => {
+            use paygate_server::keys;
+            use paygate_store::PlatformKeyKind;
+            let config = store.config()?;
+            let store = open(&config).await?;
+            let kinds = match kind.as_deref() {
+                None => vec![PlatformKeyKind::Certificate, PlatformKeyKind::PublicKey],
+                Some(k) => {
+                    vec![keys::parse_kind(k).ok_or("--kind must be CERTIFICATE or PUBLIC_KEY")?]
+                }
+            };
+            // First keys exist before a rotation (a fresh database gets generation 1 here).
+            keys::PlatformKeys::load_or_create_with(store.as_ref(), &config.platform_keys)
+                .await
+                .map_err(|e| e.to_string())?;
+            for kind in kinds {
+                let id = keys::rotate(store.as_ref(), kind)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                paygate_server::audit_trail::record(
+                    store.as_ref(),
+                    "cli",
+                    "platform-keys.rotate",
+                    &id,
+                    serde_json::json!({ "kind": keys::kind_str(kind) }),
+                )
+                .await;
+                println!(
+                    "platform key {id} ({}) added; gateways serve it within {} ms",
+                    keys::kind_str(kind),
+                    config.platform_keys.reload_interval_ms
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::PlatformStatus { store } => {
+            let config = store.config()?;
+            let store = open(&config).await?;
+            let keys = paygate_server::keys::PlatformKeys::load_or_create_with(
+                store.as_ref(),
+                &config.platform_keys,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            print_json(&keys.current().view())
         }
     }
 }

@@ -164,6 +164,24 @@ pub(super) fn insert_platform_key(conn: &Connection, k: &PlatformKeyRecord) -> R
     .map(|_| ())
 }
 
+/// A rotation: the key takes the next generation of its kind in the same statement, so two
+/// nodes rotating at once cannot both add one (the UNIQUE (kind, generation) refuses the second).
+pub(super) fn rotate_platform_key(conn: &Connection, k: &PlatformKeyRecord) -> Result<()> {
+    execute(
+        conn,
+        "INSERT INTO platform_keys (key_id, kind, private_key_pem, certificate_pem, created_at, generation)
+         SELECT ?1, ?2, ?3, ?4, ?5, COALESCE(MAX(generation), 0) + 1 FROM platform_keys WHERE kind = ?2",
+        params![
+            k.key_id,
+            codec::key_kind_str(k.kind),
+            k.private_key_pem,
+            k.certificate_pem,
+            unix_ms(k.created_at)
+        ],
+    )
+    .map(|_| ())
+}
+
 pub(super) fn platform_keys(conn: &Connection) -> Result<Vec<PlatformKeyRecord>> {
     rows(
         conn,
