@@ -271,53 +271,67 @@ async fn a_held_merchant_is_skipped_then_settled_after_release(db: Db) {
 
 async fn concurrent_runs_and_refunds_never_over_settle(db: Db) {
     let s: Arc<dyn Store> = db.open().await;
-    s.post_ledger(&payment("tx-c", 10_000, 0), t(HOUR))
+    let now = OffsetDateTime::now_utc();
+    let (mut settled_total, mut reserved_total) = (0, 0);
+    // Five days, each paid 10000 then settled by 4 runs racing 20 refunds of 1000 from pending.
+    for k in 0..5_i64 {
+        s.post_ledger(
+            &payment(&format!("tx-c{k}"), 10_000, 0),
+            t(HOUR + k * 24 * HOUR),
+        )
         .await
         .unwrap();
-    let now = OffsetDateTime::now_utc();
-    let mut tasks = Vec::new();
-    for i in 0..24 {
-        let s = Arc::clone(&s);
-        tasks.push(tokio::spawn(async move {
-            if i % 6 == 0 {
-                // Several nodes settling the day at once.
-                let r = s.settle_day(&day(0, now)).await.unwrap();
-                (Some(r), 0)
-            } else {
-                let id = format!("rc-{i}");
-                let posting = recipes::refund_requested(&refund(&id, 1_000)).unwrap();
-                match s.post_ledger(&posting, now).await {
-                    Ok(_) => (None, 1_000),
-                    Err(StoreError::Ledger(e)) if e.code() == "exceeds_credits" => (None, 0),
-                    Err(e) => panic!("refund reserve failed: {e}"),
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let s = Arc::clone(&s);
+            tasks.push(tokio::spawn(async move {
+                if i % 6 == 0 {
+                    // Several nodes settling the day at once.
+                    let r = s.settle_day(&day(k, now)).await.unwrap();
+                    (Some(r), 0)
+                } else {
+                    let id = format!("rc-{k}-{i}");
+                    let posting = recipes::refund_requested(&refund(&id, 1_000)).unwrap();
+                    match s.post_ledger(&posting, now).await {
+                        Ok(_) => (None, 1_000),
+                        Err(StoreError::Ledger(e)) if e.code() == "exceeds_credits" => (None, 0),
+                        Err(e) => panic!("refund reserve failed: {e}"),
+                    }
                 }
-            }
-        }));
+            }));
+        }
+        let mut rows = Vec::new();
+        let mut reserved = 0;
+        for t in tasks {
+            let (row, r) = t.await.unwrap();
+            rows.extend(row);
+            reserved += r;
+        }
+        // Every run answers the one row. The settlement took what was free when it ran, refunds
+        // after it found nothing: together exactly what the day paid, never more.
+        assert!(rows.windows(2).all(|w| w[0] == w[1]));
+        let settled = rows[0].amount_fen;
+        assert_eq!(
+            settled + reserved,
+            10_000,
+            "day {k}: {settled} + {reserved}"
+        );
+        assert_eq!(
+            s.ledger_transfers_by_reference(&rows[0].settlement_id)
+                .await
+                .unwrap()
+                .len(),
+            usize::from(settled > 0)
+        );
+        settled_total += settled;
+        reserved_total += reserved;
+        let (posted, pending) = account(&*s, AccountKind::MerchantPending).await;
+        assert_eq!(posted, (k + 1) * 10_000 - settled_total);
+        assert_eq!(pending, reserved_total);
+        assert_eq!(posted - pending, 0);
+        assert_eq!(
+            account(&*s, AccountKind::MerchantAvailable).await,
+            (settled_total, 0)
+        );
     }
-    let mut rows = Vec::new();
-    let mut reserved = 0;
-    for t in tasks {
-        let (row, r) = t.await.unwrap();
-        rows.extend(row);
-        reserved += r;
-    }
-    // Every run answers the one row; the settled amount and the refunds fit in what was paid.
-    assert!(rows.windows(2).all(|w| w[0] == w[1]));
-    let settled = rows[0].amount_fen;
-    assert!(settled + reserved <= 10_000, "{settled} + {reserved}");
-    let (posted, pending) = account(&*s, AccountKind::MerchantPending).await;
-    assert_eq!(posted, 10_000 - settled);
-    assert_eq!(pending, reserved);
-    assert_eq!(posted - pending, 10_000 - settled - reserved);
-    assert_eq!(
-        account(&*s, AccountKind::MerchantAvailable).await,
-        (settled, 0)
-    );
-    assert_eq!(
-        s.ledger_transfers_by_reference(&rows[0].settlement_id)
-            .await
-            .unwrap()
-            .len(),
-        usize::from(settled > 0)
-    );
 }
