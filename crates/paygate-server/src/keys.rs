@@ -423,6 +423,22 @@ mod tests {
     }
 
     #[test]
+    fn the_rotation_policy_is_read_from_paygate_toml() {
+        let c: crate::config::Config = toml::from_str(
+            "[platform_keys]\ngrace_s = 60\nswitch_after_s = 600\nreload_interval_ms = 250\n",
+        )
+        .unwrap();
+        assert_eq!(c.platform_keys.reload_interval_ms, 250);
+        // The switch never comes after the old key is retired.
+        let p = c.platform_keys.policy();
+        assert_eq!(
+            (p.grace, p.switch),
+            (time::Duration::minutes(1), time::Duration::minutes(1))
+        );
+        assert!(toml::from_str::<crate::config::Config>("[platform_keys]\ngrace = 1").is_err());
+    }
+
+    #[test]
     fn rotation_publishes_then_switches_then_retires() {
         let t0 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let day = time::Duration::days(1);
