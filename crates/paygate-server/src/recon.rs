@@ -294,6 +294,15 @@ async fn probe(app: &AppState, d: &Discrepancy) -> Result<Option<ReconPlatformRo
     }
 }
 
+/// Whether a channel-only key's platform record belongs to another business day's platform
+/// side, where it was (or will be) found one-sided: a day-cut item the pool pairs. Payments
+/// count by their success time, refunds by their creation (as the day's read selects them);
+/// a record whose absence from a bill is normal (unpaid, closed, refused) was never held.
+fn booked_on_another_day(p: &Record, at: OffsetDateTime, date: Date) -> bool {
+    let (from, to) = day_bounds(date);
+    !p.state.absent_from_bill_is_normal() && (at < from || at >= to)
+}
+
 fn record_json(r: &Record) -> serde_json::Value {
     json!({
         "kind": r.kind().as_str(),
@@ -392,8 +401,7 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
         };
         let p = record_of(&row, u64::MAX, fee_rate_bp)?;
         probed.insert(d.key, row.clone());
-        let (from, to) = day_bounds(date);
-        let other_day = p.state == State::Paid && (row.at < from || row.at >= to);
+        let other_day = booked_on_another_day(&p, row.at, date);
         match paygate_recon::compare(&c, &p) {
             // Booked on another day: the pool pairs it there.
             _ if other_day => found.push(*d),
@@ -407,12 +415,20 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
         }
     }
 
-    let held = app
+    let mut held = app
         .store
         .recon_pool_held(channel_id)
         .await
         .map_err(store_err)?;
-    let pool: Vec<PoolItem> = held
+    // A re-run of a day pairs again what its first run settled, rather than holding the
+    // other halves anew (they would expire into false discrepancies).
+    held.extend(
+        app.store
+            .recon_pool_settled_on(channel_id, &bill_date)
+            .await
+            .map_err(store_err)?,
+    );
+    let (pool, still_held): (Vec<PoolItem>, Vec<bool>) = held
         .iter()
         .filter_map(|h| {
             let day = paygate_core::timefmt::parse_date(&h.bill_date)?;
@@ -424,7 +440,7 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
             } else {
                 (None, Some(r))
             };
-            Some(PoolItem {
+            let item = PoolItem {
                 item: Discrepancy {
                     class,
                     key: r.key,
@@ -432,10 +448,13 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
                     platform,
                 },
                 day,
-            })
+            };
+            Some((item, h.state == paygate_store::recon::POOL_HELD))
         })
-        .collect();
-    let settlement = settle(&pool, found, date, app.config.recon.hold_days);
+        .unzip();
+    let mut settlement = settle(&pool, found, date, app.config.recon.hold_days);
+    // Only what still waits can run out of time.
+    settlement.expired.retain(|&i| still_held[i]);
 
     let run_id = uuid::Uuid::new_v4().to_string();
     let evidence = Evidence {
@@ -760,4 +779,57 @@ async fn repair_refund(app: &AppState, d: &DiscrepancyRecord) -> Result<Option<S
         .map_err(store_err)?
         .ok_or_else(|| fail("refund is gone"))?;
     Ok((after.state != before.state).then(|| after.state.as_str().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    fn record(kind: Kind, state: State) -> Record {
+        Record {
+            key: Key::new(kind, b"x"),
+            amount_fen: 300,
+            fee_milli_fen: FEE_UNKNOWN,
+            source: u64::MAX,
+            time_s: 0,
+            state,
+        }
+    }
+
+    #[test]
+    fn a_refund_or_payment_of_the_day_before_is_a_day_cut_item() {
+        let next = date!(2026 - 11 - 29);
+        // 23:59:58 Beijing on the 28th; the 29th's run.
+        let before = datetime!(2026-11-28 15:59:58 UTC);
+        for (kind, state) in [
+            (Kind::Payment, State::Paid),
+            (Kind::Refund, State::RefundSuccess),
+            (Kind::Refund, State::RefundProcessing),
+            (Kind::Refund, State::RefundCreated),
+        ] {
+            assert!(
+                booked_on_another_day(&record(kind, state), before, next),
+                "{state:?}"
+            );
+        }
+        // On the day itself: an ordinary two-sided finding.
+        let same = datetime!(2026-11-29 01:00:00 +08:00);
+        assert!(!booked_on_another_day(
+            &record(Kind::Refund, State::RefundSuccess),
+            same,
+            next
+        ));
+        // Never held on its own day (absent from a bill is normal there): not a pool item.
+        for (kind, state) in [
+            (Kind::Payment, State::Unpaid),
+            (Kind::Payment, State::Closed),
+            (Kind::Refund, State::RefundFailed),
+        ] {
+            assert!(
+                !booked_on_another_day(&record(kind, state), before, next),
+                "{state:?}"
+            );
+        }
+    }
 }

@@ -118,6 +118,40 @@ fn figures(b: &Value) -> ((i64, i64), (i64, i64)) {
     (f(&b["paygate"]), f(&b["channel"]))
 }
 
+/// The business day after `day` (`YYYY-MM-DD`).
+fn day_after(day: &str) -> String {
+    let d = time::Date::parse(
+        day,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .unwrap();
+    paygate_core::timefmt::format_date(d.next_day().unwrap())
+}
+
+/// Refunds `amount` of `t` and waits until the gateway has it SUCCESS; the gateway's
+/// refund_id, which is the channel's out_refund_no.
+async fn refunded(gw: &Gw, t: &Transaction, amount: i64) -> String {
+    let total = t.amount.as_ref().unwrap().total;
+    let refund = json!({"out_trade_no": t.out_trade_no, "out_refund_no": out_no("rf"),
+        "amount": {"refund": amount, "total": total, "currency": "CNY"}});
+    let r: Value = gw
+        .client
+        .post_json("/v3/refund/domestic/refunds", &refund)
+        .await
+        .unwrap();
+    let out_refund_no = r["out_refund_no"].as_str().unwrap().to_string();
+    eventually(|| async {
+        let r: Value = gw
+            .client
+            .get_json(&format!("/v3/refund/domestic/refunds/{out_refund_no}"))
+            .await
+            .unwrap();
+        (r["status"] == "SUCCESS").then_some(())
+    })
+    .await;
+    r["refund_id"].as_str().unwrap().to_string()
+}
+
 fn counts(run: &Value) -> Vec<(String, u64)> {
     let mut v: Vec<_> = run["counts"]
         .as_object()
@@ -564,6 +598,108 @@ async fn a_refund_whose_outcome_was_lost_is_repaired_and_the_ledger_then_balance
         assert_eq!(figures(ledger), ((1_000, 300), (1_000, 300)), "{ledger}");
         let merchant = balance(&second, &format!("LEDGER:MERCHANT:{}", gw.mchid()));
         assert_eq!(merchant["balanced"], true, "{merchant}");
+        gw.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_booked_after_the_cut_waits_in_the_pool_and_pairs_the_next_day() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        // Refunded "at 23:59:59": paygate has the refund on its day, the channel books it
+        // after midnight, in the next day's bill.
+        let t = paid(&gw, 1_000).await;
+        let refund_id = refunded(&gw, &t, 300).await;
+        let day = day_of(&t);
+        sim_faults(&gw, json!({"bill": {"refund_next_day": [refund_id]}})).await;
+
+        let first = reconcile(&gw, &day).await;
+        assert_eq!(
+            counts(&first),
+            vec![],
+            "a day-cut refund is held, not reported: {first}"
+        );
+        assert_eq!(first["pool"]["held"], 1, "{first}");
+        assert_eq!(
+            (first["bill_rows"].as_u64(), first["platform_rows"].as_u64()),
+            (Some(1), Some(2)),
+            "the day's bill lists the payment only: {first}"
+        );
+        assert_eq!(first["matched"], 1, "{first}");
+
+        // The next business day at the channel: the refund row is there, paygate has no
+        // refund of that day; the probe finds the refund on the day before and the pool pairs it.
+        sim_post(&gw, "clock/advance", json!({"seconds": 86_400})).await;
+        let next = day_after(&day);
+        let second = reconcile(&gw, &next).await;
+        assert_eq!(counts(&second), vec![], "{second}");
+        assert_eq!(second["bill_rows"], 1, "{second}");
+        assert_eq!(
+            second["pool"]["matched_across_days"], 1,
+            "the halves pair up: {second}"
+        );
+        assert_eq!(second["pool"]["held"], 0, "{second}");
+        assert_eq!(second["pool"]["expired"], 0, "{second}");
+        let (_, all) = gw.admin(reqwest::Method::GET, "recon/discrepancies").await;
+        assert_eq!(all["data"].as_array().unwrap().len(), 0, "{all}");
+
+        // Settled for good: a re-run of the next day pairs the refund again, holds and
+        // reports nothing, so nothing is left to expire into a false discrepancy.
+        let again = reconcile(&gw, &next).await;
+        assert_eq!(counts(&again), vec![], "{again}");
+        assert_eq!(again["pool"]["held"], 0, "{again}");
+        assert_eq!(again["pool"]["matched_across_days"], 1, "{again}");
+        let channel = again["channel_id"].as_str().unwrap();
+        let pool = gw.gw.state.store.recon_pool_held(channel).await.unwrap();
+        assert!(pool.is_empty(), "{pool:?}");
+        gw.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_item_never_matched_becomes_a_discrepancy_after_the_holding_period() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |c| c.recon.hold_days = 1).await;
+        // The channel never books this payment, on no day.
+        let lost = paid(&gw, 700).await;
+        paid(&gw, 800).await;
+        let day = day_of(&lost);
+        sim_faults(&gw, json!({"bill": {"drop": [attempt_of(&lost)]}})).await;
+
+        let first = reconcile(&gw, &day).await;
+        assert_eq!(counts(&first), vec![], "held, not yet reported: {first}");
+        assert_eq!(first["pool"]["held"], 1, "{first}");
+
+        // One day later (hold_days 1) its time is up: a PLATFORM_ONLY discrepancy, once,
+        // with paygate's side as evidence and nothing from the channel.
+        sim_post(&gw, "clock/advance", json!({"seconds": 86_400})).await;
+        let next = day_after(&day);
+        let second = reconcile(&gw, &next).await;
+        assert_eq!(
+            counts(&second),
+            vec![("PLATFORM_ONLY".to_string(), 1)],
+            "{second}"
+        );
+        assert_eq!(second["pool"]["expired"], 1, "{second}");
+        assert_eq!(second["pool"]["matched_across_days"], 0, "{second}");
+        let (status, open) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("recon/discrepancies?bill_date={next}&state=OPEN"),
+            )
+            .await;
+        assert_eq!(status, 200, "{open}");
+        let open = open["data"].as_array().unwrap();
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(open[0]["class"], "PLATFORM_ONLY");
+        assert_eq!(open[0]["out_no"], attempt_of(&lost));
+        assert_eq!(open[0]["paygate"]["amount_fen"], 700, "{open:?}");
+        assert!(open[0]["channel"].is_null(), "{open:?}");
+
+        // Expired once: the pool no longer holds it, so a re-run does not report it again.
+        let again = reconcile(&gw, &next).await;
+        assert_eq!(counts(&again), vec![], "{again}");
+        assert_eq!(again["pool"]["expired"], 0, "{again}");
         gw.finish().await;
     }
 }

@@ -352,7 +352,10 @@ fn trade_rows(
         rows.extend(faults.apply(row).into_iter().map(|r| (paid, r)));
     }
     for refund in store.refunds.values().filter(|r| &r.owner == owner) {
-        if kind == TradeBillKind::Success || beijing_date(refund.created_at) != date {
+        // A day-cut fault books the refund at the next Beijing midnight instead; its row
+        // keeps the time it was asked for.
+        let listed = faults.refund_listed_at(&refund.out_refund_no, refund.created_at);
+        if kind == TradeBillKind::Success || beijing_date(listed) != date {
             continue;
         }
         let Some(order) = store
@@ -368,9 +371,9 @@ fn trade_rows(
             paygate_wxpay::models::refunds::RefundStatus::Closed => "FAIL",
         };
         rows.push((
-            refund.created_at,
+            listed,
             TradeBillRow {
-                trade_time: bill_time_beijing(refund.created_at),
+                trade_time: bill_time_beijing(listed),
                 appid: order
                     .input
                     .sub_appid
@@ -598,6 +601,146 @@ fn profit_sharing_rows(store: &Store, owner: &Owner, date: Date) -> Option<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::BillFaults;
+    use crate::state::{PrepayInput, RefundInput};
+    use paygate_wxpay::models::payments::TradeType;
+    use time::macros::{date, datetime};
+
+    /// A store with one order paid at 23:59:50 and refunded in part at 23:59:58 (Beijing)
+    /// on 2026-11-28.
+    fn late_refund() -> (Store, Owner, String) {
+        let owner = Owner {
+            mchid: "1900000109".into(),
+            sub_mchid: None,
+        };
+        let mut store = Store::default();
+        let at = datetime!(2026-11-28 15:59:40 UTC);
+        store
+            .prepay(
+                PrepayInput {
+                    owner: owner.clone(),
+                    appid: "wxd678efh567hg6787".into(),
+                    sub_appid: None,
+                    trade: TradeType::Native,
+                    out_trade_no: "pay-1".into(),
+                    description: "day cut".into(),
+                    attach: None,
+                    notify_url: "https://merchant.invalid/notify".into(),
+                    total_fen: 1_000,
+                    currency: "CNY".into(),
+                    time_expire: None,
+                    openid: None,
+                    sp_openid: None,
+                    sub_openid: None,
+                    profit_sharing: false,
+                    device_id: None,
+                    fingerprint: "f".into(),
+                },
+                at,
+            )
+            .unwrap();
+        store
+            .pay(
+                &owner,
+                "pay-1",
+                true,
+                None,
+                datetime!(2026-11-28 15:59:50 UTC),
+            )
+            .unwrap();
+        let refund = store
+            .create_refund(
+                RefundInput {
+                    owner: owner.clone(),
+                    transaction_id: None,
+                    out_trade_no: Some("pay-1".into()),
+                    out_refund_no: "rf-late".into(),
+                    reason: None,
+                    notify_url: None,
+                    refund_fen: 300,
+                    total_fen: 1_000,
+                    currency: "CNY".into(),
+                    funds_account: None,
+                },
+                false,
+                time::Duration::seconds(1),
+                datetime!(2026-11-28 15:59:58 UTC),
+            )
+            .unwrap();
+        (store, owner, refund.out_refund_no)
+    }
+
+    fn bill(
+        store: &Store,
+        owner: &Owner,
+        date: Date,
+        kind: TradeBillKind,
+        faults: &BillFaults,
+    ) -> Option<TradeBill> {
+        trade_rows(store, owner, date, kind, 60, faults).map(|csv| TradeBill::parse(&csv).unwrap())
+    }
+
+    #[test]
+    fn a_refund_booked_after_the_cut_is_in_the_next_days_bill_only() {
+        let (store, owner, out_refund_no) = late_refund();
+        let (day, next) = (date!(2026 - 11 - 28), date!(2026 - 11 - 29));
+
+        // Without the fault both rows are in the day's bill.
+        let clean = bill(
+            &store,
+            &owner,
+            day,
+            TradeBillKind::All,
+            &BillFaults::default(),
+        )
+        .unwrap();
+        assert_eq!(clean.rows.len(), 2);
+        assert_eq!(clean.summary.refund_fen, 300);
+
+        let faults = BillFaults {
+            refund_next_day: vec![out_refund_no.clone()],
+            ..BillFaults::default()
+        };
+        // The day keeps the payment, loses the refund; its summary follows the rows.
+        let d = bill(&store, &owner, day, TradeBillKind::All, &faults).unwrap();
+        assert_eq!(d.rows.len(), 1);
+        assert_eq!(d.rows[0].trade_state, "SUCCESS");
+        assert_eq!(
+            (
+                d.summary.trade_count,
+                d.summary.settlement_total_fen,
+                d.summary.refund_fen
+            ),
+            (1, 1_000, 0)
+        );
+        assert!(bill(&store, &owner, day, TradeBillKind::Refund, &faults).is_none());
+
+        // The next day has the refund row alone, booked at midnight, asked for the day before.
+        let n = bill(&store, &owner, next, TradeBillKind::All, &faults).unwrap();
+        assert_eq!(n.rows.len(), 1);
+        let row = &n.rows[0];
+        assert_eq!(
+            (
+                row.trade_state.as_str(),
+                row.out_refund_no.as_str(),
+                row.refund_fen
+            ),
+            ("REFUND", out_refund_no.as_str(), 300)
+        );
+        assert_eq!(row.trade_time, "2026-11-29 00:00:00");
+        assert_eq!(n.summary.refund_fen, 300);
+        let r = bill(&store, &owner, next, TradeBillKind::Refund, &faults).unwrap();
+        assert_eq!(r.rows[0].refund_apply_time, "2026-11-28 23:59:58");
+        assert!(bill(&store, &owner, next, TradeBillKind::Success, &faults).is_none());
+
+        // Naming the refund in the payments' list moves nothing.
+        let wrong_list = BillFaults {
+            next_day: vec![out_refund_no],
+            ..BillFaults::default()
+        };
+        let d = bill(&store, &owner, day, TradeBillKind::All, &wrong_list).unwrap();
+        assert_eq!(d.rows.len(), 2);
+    }
 
     #[test]
     fn fees_round_half_up_to_the_fen() {

@@ -85,6 +85,19 @@ pub struct BillFaults {
     /// after the cut): they appear in the next day's bill, not their own.
     #[serde(default)]
     pub next_day: Vec<String>,
+    /// Refunds, by the channel's out_refund_no, the channel books at the next Beijing
+    /// midnight (requested at 23:59:59, booked after the cut): their REFUND row is in the
+    /// next day's trade bill, not their own.
+    #[serde(default)]
+    pub refund_next_day: Vec<String>,
+}
+
+/// The next Beijing midnight after `t` (`t` itself if there is none).
+fn next_midnight(t: time::OffsetDateTime) -> time::OffsetDateTime {
+    let beijing = t.to_offset(paygate_core::timefmt::BEIJING);
+    beijing.date().next_day().map_or(t, |d| {
+        d.midnight().assume_offset(paygate_core::timefmt::BEIJING)
+    })
 }
 
 impl BillFaults {
@@ -97,10 +110,19 @@ impl BillFaults {
         if !self.next_day.iter().any(|n| n == out_trade_no) {
             return paid;
         }
-        let beijing = paid.to_offset(paygate_core::timefmt::BEIJING);
-        beijing.date().next_day().map_or(paid, |d| {
-            d.midnight().assume_offset(paygate_core::timefmt::BEIJING)
-        })
+        next_midnight(paid)
+    }
+
+    /// When the bill lists a refund requested at `created`.
+    pub fn refund_listed_at(
+        &self,
+        out_refund_no: &str,
+        created: time::OffsetDateTime,
+    ) -> time::OffsetDateTime {
+        if !self.refund_next_day.iter().any(|n| n == out_refund_no) {
+            return created;
+        }
+        next_midnight(created)
     }
 
     /// The payment row(s) to write for `row` (none, one or two), with the faults applied.
@@ -230,6 +252,25 @@ mod tests {
         };
         assert!(matches!(f.decide("prepay"), Decision::Timeout { .. }));
         assert_eq!(f.decide("query"), Decision::Proceed { delay_ms: 0 });
+    }
+
+    #[test]
+    fn day_cut_faults_move_only_the_named_payment_or_refund_to_the_next_midnight() {
+        use time::macros::datetime;
+        let f = BillFaults {
+            next_day: vec!["pay-late".into()],
+            refund_next_day: vec!["rf-late".into()],
+            ..BillFaults::default()
+        };
+        // 23:59:59 Beijing on 2026-11-28 is 15:59:59 UTC.
+        let late = datetime!(2026-11-28 15:59:59 UTC);
+        let midnight = datetime!(2026-11-29 00:00:00 +08:00);
+        assert_eq!(f.listed_at("pay-late", late), midnight);
+        assert_eq!(f.refund_listed_at("rf-late", late), midnight);
+        // The lists are separate: a refund number does not move a payment, nor the reverse.
+        assert_eq!(f.listed_at("rf-late", late), late);
+        assert_eq!(f.refund_listed_at("pay-late", late), late);
+        assert_eq!(f.refund_listed_at("rf-other", late), late);
     }
 
     #[test]

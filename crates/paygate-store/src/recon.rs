@@ -206,6 +206,14 @@ pub trait ReconStore: Send + Sync {
     async fn recon_audit(&self, discrepancy_id: &str) -> Result<Vec<ReconAuditRecord>, StoreError>;
     /// HELD pool items of a channel, oldest first.
     async fn recon_pool_held(&self, channel_id: &str) -> Result<Vec<ReconPoolRecord>, StoreError>;
+    /// Pool items of a channel the run of `bill_date` settled (MATCHED or MISMATCHED): a
+    /// re-run of that day pairs its one-sided findings with them again instead of holding
+    /// the other halves anew.
+    async fn recon_pool_settled_on(
+        &self,
+        channel_id: &str,
+        bill_date: &str,
+    ) -> Result<Vec<ReconPoolRecord>, StoreError>;
     async fn recon_balances(&self, bill_date: &str) -> Result<Vec<ReconBalanceRecord>, StoreError>;
 }
 

@@ -390,6 +390,29 @@ async fn the_pool_holds_until_settled_and_balances_are_upserted(db: Db) {
         s.recon_pool_held("wx-main").await.unwrap(),
         vec![item("p2", "a2")]
     );
+    // What the 29th's run settled, for a re-run of that day; not what it left held.
+    assert_eq!(
+        s.recon_pool_settled_on("wx-main", "2026-11-29")
+            .await
+            .unwrap(),
+        vec![ReconPoolRecord {
+            state: "MATCHED".into(),
+            settled_date: Some("2026-11-29".into()),
+            ..item("p1", "a1")
+        }]
+    );
+    assert!(
+        s.recon_pool_settled_on("wx-main", "2026-11-28")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.recon_pool_settled_on("wx-other", "2026-11-29")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Re-running the first day upserts its balance and does not hold p1 twice.
     let mut again = first.clone();

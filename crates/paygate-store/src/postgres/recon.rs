@@ -381,6 +381,22 @@ impl ReconStore for PgStore {
         rows.iter().map(pool_item).collect()
     }
 
+    async fn recon_pool_settled_on(
+        &self,
+        channel_id: &str,
+        bill_date: &str,
+    ) -> Result<Vec<ReconPoolRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {POOL_COLS} FROM recon_pool WHERE channel_id = $1 AND settled_date = $2 AND state IN ('MATCHED', 'MISMATCHED') ORDER BY bill_date, out_no"
+        ))
+        .bind(channel_id)
+        .bind(bill_date)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        rows.iter().map(pool_item).collect()
+    }
+
     async fn recon_balances(&self, bill_date: &str) -> Result<Vec<ReconBalanceRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {BALANCE_COLS} FROM recon_balances WHERE bill_date = $1 ORDER BY channel_id, scope"

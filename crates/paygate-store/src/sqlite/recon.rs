@@ -413,6 +413,24 @@ impl ReconStore for SqliteStore {
             .await
     }
 
+    async fn recon_pool_settled_on(
+        &self,
+        channel_id: &str,
+        bill_date: &str,
+    ) -> Result<Vec<ReconPoolRecord>> {
+        let (ch, d) = (channel_id.to_string(), bill_date.to_string());
+        self.threads
+            .read(move |c| {
+                all(
+                    c,
+                    &format!("SELECT {POOL_COLS} FROM recon_pool WHERE channel_id = ?1 AND settled_date = ?2 AND state IN ('MATCHED', 'MISMATCHED') ORDER BY bill_date, out_no"),
+                    params![ch, d],
+                    pool_item,
+                )
+            })
+            .await
+    }
+
     async fn recon_balances(&self, bill_date: &str) -> Result<Vec<ReconBalanceRecord>> {
         let d = bill_date.to_string();
         self.threads
