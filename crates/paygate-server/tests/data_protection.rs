@@ -18,6 +18,8 @@ use common::*;
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "6222021234567890128";
+/// A profit-sharing receiver's personal account (PERSONAL_OPENID).
+const RECEIVER_OPENID: &str = "oRcvR8uMuAJO_M2pxb1Q9zNjWeS7p";
 
 /// A notify_url that answers 200 and keeps what it got.
 async fn receiver() -> (String, Arc<Mutex<Vec<Bytes>>>) {
@@ -112,8 +114,83 @@ async fn after_a_full_flow_no_openid_id_number_or_card_number_is_stored_in_plain
         // The payment's and the refund's notifications were delivered.
         eventually(|| async { (got.lock().unwrap().len() >= 2).then_some(()) }).await;
 
+        // Profit sharing to a person: the receiver is added, a paid order split to it twice
+        // (the second line updates the first order's receivers), removed and added again.
+        let shared = out_no("DS");
+        let _: Value = gw
+            .client
+            .post_json(
+                "/v3/pay/transactions/native",
+                &json!({"appid": gw.kit.merchant.appid, "mchid": gw.mchid(),
+                    "description": "分账", "out_trade_no": shared, "notify_url": notify_url,
+                    "settle_info": {"profit_sharing": true},
+                    "amount": {"total": 1000, "currency": "CNY"}}),
+            )
+            .await
+            .unwrap();
+        gw.pay(&shared).await;
+        let tx = gw
+            .wait_state(&shared, "SUCCESS")
+            .await
+            .transaction_id
+            .unwrap();
+        let add = json!({"appid": gw.kit.merchant.appid, "type": "PERSONAL_OPENID",
+            "account": RECEIVER_OPENID, "relation_type": "USER"});
+        let added: Value = gw
+            .client
+            .post_json("/v3/profitsharing/receivers/add", &add)
+            .await
+            .unwrap();
+        assert_eq!(added["account"], RECEIVER_OPENID);
+        for round in 0..2 {
+            let no = format!("{shared}S{round}");
+            let split: Value = gw
+                .client
+                .post_json(
+                    "/v3/profitsharing/orders",
+                    &json!({"appid": gw.kit.merchant.appid, "transaction_id": tx,
+                        "out_order_no": no, "unfreeze_unsplit": round == 1,
+                        "receivers": [{"type": "PERSONAL_OPENID", "account": RECEIVER_OPENID,
+                            "amount": 50, "description": "分给个人"}]}),
+                )
+                .await
+                .unwrap();
+            assert!(split["order_id"].is_string(), "{split}");
+            // Read back through the API: the openid, in plaintext, once the split settles.
+            let done: Value = eventually(|| async {
+                let q: Value = gw
+                    .client
+                    .get_json(&format!(
+                        "/v3/profitsharing/orders/{no}?transaction_id={tx}"
+                    ))
+                    .await
+                    .unwrap();
+                (q["receivers"][0]["result"] == "SUCCESS").then_some(q)
+            })
+            .await;
+            assert_eq!(done["receivers"][0]["account"], RECEIVER_OPENID, "{done}");
+        }
+        let removed: Value = gw
+            .client
+            .post_json(
+                "/v3/profitsharing/receivers/delete",
+                &json!({"appid": gw.kit.merchant.appid, "type": "PERSONAL_OPENID",
+                    "account": RECEIVER_OPENID}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(removed["account"], RECEIVER_OPENID);
+        let _: Value = gw
+            .client
+            .post_json("/v3/profitsharing/receivers/add", &add)
+            .await
+            .unwrap();
+        let receivers = gw.gw.state.store.share_receivers(gw.mchid()).await.unwrap();
+        assert_eq!(receivers.len(), 1);
+        assert_eq!(receivers[0].account, RECEIVER_OPENID);
+
         let bytes = database_bytes(&gw);
-        for secret in [OPENID, ID_NUMBER, CARD] {
+        for secret in [OPENID, ID_NUMBER, CARD, RECEIVER_OPENID] {
             assert!(
                 !contains(&bytes, secret),
                 "{secret} stored in plaintext (pg: {})",

@@ -35,6 +35,8 @@ pub mod settlement;
 pub mod sharing;
 pub mod sqlite;
 pub mod vault;
+// Profit-sharing receivers' personal accounts (openids) as vault tokens at rest.
+mod receiver_seal;
 
 pub use codec::{from_unix_ms, truncate_to_ms, unix_ms};
 pub use postgres::{PgOptions, PgStore};

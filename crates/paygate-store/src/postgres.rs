@@ -1210,19 +1210,28 @@ impl Store for PgStore {
     // ---- profit sharing (postgres/sharing.rs; helper SHARING) ----
 
     async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<()> {
-        sharing::upsert_receiver(&self.pool, receiver).await
+        // A personal account is stored as its vault token; the vault row goes first.
+        let (receiver, row) = self.sealer.seal_receiver(receiver)?;
+        self.put_openid(row.as_ref()).await?;
+        sharing::upsert_receiver(&self.pool, &receiver).await
     }
 
     async fn delete_share_receiver(&self, mchid: &str, r#type: &str, account: &str) -> Result<bool> {
-        sharing::delete_receiver(&self.pool, mchid, r#type, account).await
+        let (account, _) = self.sealer.seal_account(r#type, account)?;
+        sharing::delete_receiver(&self.pool, mchid, r#type, &account).await
     }
 
     async fn share_receivers(&self, mchid: &str) -> Result<Vec<ShareReceiverRecord>> {
-        sharing::receivers(&self.pool, mchid).await
+        let list = sharing::receivers(&self.pool, mchid).await?;
+        let openids = self
+            .open_openid_tokens(crate::receiver_seal::receiver_tokens(&list))
+            .await?;
+        Ok(crate::receiver_seal::open_receivers(&openids, list))
     }
 
     async fn share_receiver_users(&self, channel_id: &str, r#type: &str, account: &str) -> Result<i64> {
-        sharing::receiver_users(&self.pool, channel_id, r#type, account).await
+        let (account, _) = self.sealer.seal_account(r#type, account)?;
+        sharing::receiver_users(&self.pool, channel_id, r#type, &account).await
     }
 
     async fn share_max_ratio(&self, mchid: &str) -> Result<Option<u32>> {
@@ -1234,19 +1243,29 @@ impl Store for PgStore {
     }
 
     async fn create_share(&self, order: &ShareOrderRecord, limits: ShareLimits) -> Result<CreateShare> {
-        sharing::create_share(&self.pool, order, limits).await
+        let (order, rows) = self.sealer.seal_share(order)?;
+        for row in &rows {
+            self.put_openid(Some(row)).await?;
+        }
+        let created = sharing::create_share(&self.pool, &order, limits).await?;
+        let tokens = crate::receiver_seal::share_tokens(crate::receiver_seal::created_share(&created));
+        let openids = self.open_openid_tokens(tokens).await?;
+        crate::receiver_seal::open_created(&self.sealer, &openids, created)
     }
 
     async fn get_share(&self, mchid: &str, out_order_no: &str) -> Result<Option<ShareOrderRecord>> {
-        sharing::get_share(&self.pool, mchid, out_order_no).await
+        let found = sharing::get_share(&self.pool, mchid, out_order_no).await?;
+        Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
 
     async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>> {
-        sharing::get_share_by_id(&self.pool, order_id).await
+        let found = sharing::get_share_by_id(&self.pool, order_id).await?;
+        Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
 
     async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>> {
-        sharing::shares_of(&self.pool, transaction_id).await
+        let list = sharing::shares_of(&self.pool, transaction_id).await?;
+        self.open_shares(list).await
     }
 
     async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>> {
@@ -1258,11 +1277,19 @@ impl Store for PgStore {
         for n in change.notifications.iter_mut() {
             *n = self.sealer.seal_notification(n)?;
         }
+        if let Some(lines) = &change.receivers {
+            let (sealed, rows) = self.sealer.seal_lines(lines)?;
+            for row in &rows {
+                self.put_openid(Some(row)).await?;
+            }
+            change.receivers = Some(sealed);
+        }
         sharing::apply_share_change(&self.pool, &change).await
     }
 
     async fn shares_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareOrderRecord>> {
-        sharing::shares_to_poll(&self.pool, polled_before, limit).await
+        let list = sharing::shares_to_poll(&self.pool, polled_before, limit).await?;
+        self.open_shares(list).await
     }
 
     async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool> {

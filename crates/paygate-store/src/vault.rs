@@ -33,6 +33,8 @@ use crate::{NotificationRecord, OrderRecord, StoreError};
 pub(crate) const ORDER_REQUEST: &str = "orders.request_json";
 pub(crate) const ORDER_ATTACH: &str = "orders.attach";
 pub(crate) const ORDER_FINGERPRINT: &str = "orders.fingerprint";
+/// A split's idempotency fingerprint names its receivers' accounts (crate::receiver_seal).
+pub(crate) const SHARE_FINGERPRINT: &str = "share_orders.fingerprint";
 pub(crate) const NOTIFICATION_PLAINTEXT: &str = "notifications.plaintext";
 pub(crate) const OPENID: &str = "openid_vault.sealed";
 
@@ -80,6 +82,12 @@ pub const SEALED_COLUMNS: &[SealedColumn] = &[
         key: "id",
         column: "plaintext",
         purpose: NOTIFICATION_PLAINTEXT,
+    },
+    SealedColumn {
+        table: "share_orders",
+        key: "order_id",
+        column: "fingerprint",
+        purpose: SHARE_FINGERPRINT,
     },
     SealedColumn {
         table: "openid_vault",
@@ -142,6 +150,15 @@ impl Sealer {
             )),
             None => Ok(text),
         }
+    }
+
+    /// `text` sealed for `purpose`; as it is without a vault.
+    pub(crate) fn seal_text(&self, purpose: &str, text: &str) -> Result<String, StoreError> {
+        self.seal(purpose, text)
+    }
+
+    pub(crate) fn open_text(&self, purpose: &str, text: String) -> Result<String, StoreError> {
+        self.open(purpose, text)
     }
 
     /// The openid's token and its vault row (sealed), remembering the pair.
@@ -222,6 +239,52 @@ impl Sealer {
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         list.into_iter()
             .map(|n| self.open_notification(n))
+            .collect()
+    }
+
+    /// The openids of the `ov_…` tokens among `tokens` (others are left out): from the cache
+    /// or, for the others, from the vault rows `fetch` reads. Empty without a vault.
+    pub(crate) async fn open_tokens<F, Fut>(
+        &self,
+        tokens: Vec<String>,
+        fetch: F,
+    ) -> Result<HashMap<String, String>, StoreError>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(String, String)>, StoreError>>,
+    {
+        let Some(vault) = self.vault.get() else {
+            return Ok(HashMap::new());
+        };
+        let mut wanted: Vec<String> = tokens
+            .into_iter()
+            .filter(|t| t.starts_with(OPENID_TOKEN_PREFIX))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let missing: Vec<String> = {
+            let cache = self.openids.lock().unwrap_or_else(|p| p.into_inner());
+            wanted
+                .iter()
+                .filter(|t| !cache.contains_key(*t))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            for (token, sealed) in fetch(missing).await? {
+                let openid = vault.open(OPENID, &sealed).map_err(vault_err)?;
+                self.remember(&token, &openid);
+            }
+        }
+        let cache = self.openids.lock().unwrap_or_else(|p| p.into_inner());
+        wanted
+            .into_iter()
+            .map(|t| match cache.get(&t) {
+                Some(openid) => Ok((t, openid.clone())),
+                None => Err(StoreError::Corrupt(format!(
+                    "openid token {t} is not in the vault"
+                ))),
+            })
             .collect()
     }
 

@@ -91,6 +91,29 @@ impl PgStore {
             .collect()
     }
 
+    /// The openids of vault tokens (profit-sharing receivers, crate::receiver_seal).
+    pub(super) async fn open_openid_tokens(
+        &self,
+        tokens: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        self.sealer
+            .open_tokens(tokens, |t| self.openids(t))
+            .await
+    }
+
+    /// Share orders with their personal receivers' openids back in place.
+    pub(super) async fn open_shares(
+        &self,
+        list: Vec<crate::sharing::ShareOrderRecord>,
+    ) -> Result<Vec<crate::sharing::ShareOrderRecord>> {
+        let openids = self
+            .open_openid_tokens(crate::receiver_seal::share_tokens(&list))
+            .await?;
+        list.into_iter()
+            .map(|o| crate::receiver_seal::open_share(&self.sealer, &openids, o))
+            .collect()
+    }
+
     pub(super) async fn open_orders(
         &self,
         orders: Vec<crate::OrderRecord>,

@@ -24,6 +24,7 @@ pub(crate) mod ledger;
 mod ledger_day;
 mod ops;
 mod protect;
+mod receiver_seal;
 // Reconciliation (recon.rs; helper RECON).
 mod recon;
 // Daily settlement (settlement.rs; helper SETTLE).
@@ -704,9 +705,13 @@ impl Store for SqliteStore {
     // ---- profit sharing (ops/sharing.rs; helper SHARING) ----
 
     async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<(), StoreError> {
-        let r = receiver.clone();
+        // A personal account is stored as its vault token, the vault row in the same write.
+        let (r, row) = self.sealer.seal_receiver(receiver)?;
         self.threads
-            .write(move |c| ops::sharing::upsert_receiver(c, &r).map(Done::keep))
+            .write(move |c| {
+                protect::put_openid(c, row.as_ref())?;
+                ops::sharing::upsert_receiver(c, &r).map(Done::keep)
+            })
             .await
     }
 
@@ -716,7 +721,8 @@ impl Store for SqliteStore {
         r#type: &str,
         account: &str,
     ) -> Result<bool, StoreError> {
-        let (m, t, a) = (mchid.to_string(), r#type.to_string(), account.to_string());
+        let (a, _) = self.sealer.seal_account(r#type, account)?;
+        let (m, t) = (mchid.to_string(), r#type.to_string());
         self.threads
             .write(move |c| ops::sharing::delete_receiver(c, &m, &t, &a).map(Done::keep))
             .await
@@ -724,7 +730,12 @@ impl Store for SqliteStore {
 
     async fn share_receivers(&self, mchid: &str) -> Result<Vec<ShareReceiverRecord>, StoreError> {
         let m = mchid.to_string();
-        self.threads.read(move |c| ops::sharing::receivers(c, &m)).await
+        let list = self.threads.read(move |c| ops::sharing::receivers(c, &m)).await?;
+        let openids = self
+            .sealer
+            .open_tokens(crate::receiver_seal::receiver_tokens(&list), |t| self.openids(t))
+            .await?;
+        Ok(crate::receiver_seal::open_receivers(&openids, list))
     }
 
     async fn share_receiver_users(
@@ -733,7 +744,8 @@ impl Store for SqliteStore {
         r#type: &str,
         account: &str,
     ) -> Result<i64, StoreError> {
-        let (ch, t, a) = (channel_id.to_string(), r#type.to_string(), account.to_string());
+        let (a, _) = self.sealer.seal_account(r#type, account)?;
+        let (ch, t) = (channel_id.to_string(), r#type.to_string());
         self.threads
             .read(move |c| ops::sharing::receiver_users(c, &ch, &t, &a))
             .await
@@ -761,10 +773,19 @@ impl Store for SqliteStore {
         order: &ShareOrderRecord,
         limits: ShareLimits,
     ) -> Result<CreateShare, StoreError> {
-        let order = order.clone();
-        self.threads
-            .write(move |c| ops::sharing::create_share(c, &order, limits))
-            .await
+        let (order, rows) = self.sealer.seal_share(order)?;
+        let created = self
+            .threads
+            .write(move |c| {
+                for row in &rows {
+                    protect::put_openid(c, Some(row))?;
+                }
+                ops::sharing::create_share(c, &order, limits)
+            })
+            .await?;
+        let tokens = crate::receiver_seal::share_tokens(crate::receiver_seal::created_share(&created));
+        let openids = self.sealer.open_tokens(tokens, |t| self.openids(t)).await?;
+        crate::receiver_seal::open_created(&self.sealer, &openids, created)
     }
 
     async fn get_share(
@@ -773,19 +794,23 @@ impl Store for SqliteStore {
         out_order_no: &str,
     ) -> Result<Option<ShareOrderRecord>, StoreError> {
         let (m, n) = (mchid.to_string(), out_order_no.to_string());
-        self.threads.read(move |c| ops::sharing::get_share(c, &m, &n)).await
+        let found = self.threads.read(move |c| ops::sharing::get_share(c, &m, &n)).await?;
+        Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
 
     async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>, StoreError> {
         let id = order_id.to_string();
-        self.threads
+        let found = self
+            .threads
             .read(move |c| ops::sharing::get_share_by_id(c, &id))
-            .await
+            .await?;
+        Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
 
     async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>, StoreError> {
         let t = transaction_id.to_string();
-        self.threads.read(move |c| ops::sharing::shares_of(c, &t)).await
+        let list = self.threads.read(move |c| ops::sharing::shares_of(c, &t)).await?;
+        self.open_shares(list).await
     }
 
     async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>, StoreError> {
@@ -800,8 +825,19 @@ impl Store for SqliteStore {
         for n in change.notifications.iter_mut() {
             *n = self.sealer.seal_notification(n)?;
         }
+        let mut rows = Vec::new();
+        if let Some(lines) = &change.receivers {
+            let (sealed, r) = self.sealer.seal_lines(lines)?;
+            change.receivers = Some(sealed);
+            rows = r;
+        }
         self.threads
-            .write(move |c| ops::sharing::apply_share_change(c, &change))
+            .write(move |c| {
+                for row in &rows {
+                    protect::put_openid(c, Some(row))?;
+                }
+                ops::sharing::apply_share_change(c, &change)
+            })
             .await
     }
 
@@ -810,9 +846,11 @@ impl Store for SqliteStore {
         polled_before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<ShareOrderRecord>, StoreError> {
-        self.threads
+        let list = self
+            .threads
             .read(move |c| ops::sharing::shares_to_poll(c, polled_before, limit))
-            .await
+            .await?;
+        self.open_shares(list).await
     }
 
     async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
