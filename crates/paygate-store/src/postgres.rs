@@ -1248,7 +1248,8 @@ impl Store for PgStore {
             self.put_openid(Some(row)).await?;
         }
         let created = sharing::create_share(&self.pool, &order, limits).await?;
-        let tokens = crate::receiver_seal::share_tokens(crate::receiver_seal::created_share(&created));
+        let tokens =
+            crate::receiver_seal::share_tokens(crate::receiver_seal::created_share(&created));
         let openids = self.open_openid_tokens(tokens).await?;
         crate::receiver_seal::open_created(&self.sealer, &openids, created)
     }

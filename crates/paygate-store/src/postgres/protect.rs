@@ -96,9 +96,7 @@ impl PgStore {
         &self,
         tokens: Vec<String>,
     ) -> Result<std::collections::HashMap<String, String>> {
-        self.sealer
-            .open_tokens(tokens, |t| self.openids(t))
-            .await
+        self.sealer.open_tokens(tokens, |t| self.openids(t)).await
     }
 
     /// Share orders with their personal receivers' openids back in place.

@@ -733,7 +733,9 @@ impl Store for SqliteStore {
         let list = self.threads.read(move |c| ops::sharing::receivers(c, &m)).await?;
         let openids = self
             .sealer
-            .open_tokens(crate::receiver_seal::receiver_tokens(&list), |t| self.openids(t))
+            .open_tokens(crate::receiver_seal::receiver_tokens(&list), |t| {
+                self.openids(t)
+            })
             .await?;
         Ok(crate::receiver_seal::open_receivers(&openids, list))
     }
@@ -783,7 +785,8 @@ impl Store for SqliteStore {
                 ops::sharing::create_share(c, &order, limits)
             })
             .await?;
-        let tokens = crate::receiver_seal::share_tokens(crate::receiver_seal::created_share(&created));
+        let tokens =
+            crate::receiver_seal::share_tokens(crate::receiver_seal::created_share(&created));
         let openids = self.sealer.open_tokens(tokens, |t| self.openids(t)).await?;
         crate::receiver_seal::open_created(&self.sealer, &openids, created)
     }
