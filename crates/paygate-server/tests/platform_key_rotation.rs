@@ -12,7 +12,11 @@ use paygate_server::config::Config;
 use paygate_wxpay::certificates::CertificatesResponse;
 use paygate_wxpay::client::{ClientError, WxClient, WxClientConfig};
 use paygate_wxpay::crypto::{SigningKey, VerifyingKey};
+use paygate_wxpay::sign::ResponseSignature;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 fn fast_rotation(grace_s: u64) -> impl FnOnce(&mut Config) {
     move |c: &mut Config| {
@@ -62,6 +66,53 @@ async fn rotate(gw: &Gw, body: Value) -> Value {
         .unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
+}
+
+type Delivered = Arc<Mutex<Vec<(axum::http::HeaderMap, Bytes)>>>;
+
+/// A notify_url that answers 200 and keeps the headers and body of what it got.
+async fn notify_sink() -> (String, Delivered) {
+    let got: Delivered = Arc::default();
+    let keep = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let keep = Arc::clone(&keep);
+            async move {
+                keep.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/notify"), got)
+}
+
+/// Prepays through `client` (whose `Wechatpay-Serial` is recorded with the order), pays, and
+/// returns the serial the payment notification was signed with, checked against `key`.
+async fn notified_serial(gw: &Gw, client: &WxClient, key: &VerifyingKey) -> String {
+    let (url, got) = notify_sink().await;
+    let no = out_no("RN");
+    let body = json!({"appid": gw.kit.merchant.appid, "mchid": gw.mchid(),
+        "description": "轮换通知", "out_trade_no": no, "notify_url": url,
+        "payer": {"openid": "o_rotation_payer"}, "amount": {"total": 4, "currency": "CNY"}});
+    let _: Value = client
+        .post_json("/v3/pay/transactions/jsapi", &body)
+        .await
+        .unwrap();
+    gw.pay(&no).await;
+    let (headers, body) = eventually(|| async { got.lock().unwrap().first().cloned() }).await;
+    let sig = ResponseSignature::from_headers(|name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+    .unwrap();
+    sig.verify(key, &body).unwrap();
+    sig.serial
 }
 
 /// A prepay and its query through `client`: both answers verified by it.
@@ -151,8 +202,18 @@ async fn a_rotation_serves_the_old_and_the_new_key_during_the_grace_period() {
         // client that downloaded it verifies them, one that only knows the old one does not.
         let new_pem = &listed.iter().find(|(s, _)| *s == new_serial).unwrap().1;
         let new_cert = VerifyingKey::from_certificate_pem(new_pem).unwrap();
-        let new_client = client_trusting(&gw, &base, &new_serial, new_cert, false);
+        let new_client = client_trusting(&gw, &base, &new_serial, new_cert.clone(), false);
         prepay_and_query(&gw, &new_client).await.unwrap();
+        // Notifications follow the same rule, by the serial named at prepay.
+        let old_key = VerifyingKey::from_certificate_pem(&gw.kit.platform_cert_pem).unwrap();
+        assert_eq!(
+            notified_serial(&gw, &old_client, &old_key).await,
+            m.platform_serial_no
+        );
+        assert_eq!(
+            notified_serial(&gw, &new_client, &new_cert).await,
+            new_serial
+        );
         let stale = client_trusting(&gw, &base, &m.platform_serial_no, old_cert, false);
         match prepay_and_query(&gw, &stale).await {
             Err(ClientError::BadSignature(e)) => assert!(e.contains(&new_serial), "{e}"),
