@@ -245,7 +245,11 @@ async fn order(State(app): State<Arc<AppState>>, Path(transaction_id): Path<Stri
         notifications.push(serde_json::json!({"notification": n, "deliveries": deliveries}));
     }
     let repairs = app.store.repairs(&transaction_id).await.map_err(internal)?;
-    let refunds = app.store.refunds_of(&transaction_id).await.map_err(internal)?;
+    let refunds = app
+        .store
+        .refunds_of(&transaction_id)
+        .await
+        .map_err(internal)?;
     // The ledger: the payment's transfers, then each refund's (helper LEDGER).
     let mut ledger = app
         .store

@@ -900,7 +900,12 @@ fn paid_change(
         id: uuid::Uuid::new_v4().to_string(),
         transaction_id: order.transaction_id.clone(),
         source: source.to_string(),
-        way: if by_recon { "query_and_apply" } else { "late_payment_after_close" }.into(),
+        way: if by_recon {
+            "query_and_apply"
+        } else {
+            "late_payment_after_close"
+        }
+        .into(),
         before_state: order.state,
         after_state: OrderState::Success,
         detail: format!(

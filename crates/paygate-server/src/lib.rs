@@ -19,23 +19,23 @@ pub mod flow;
 pub mod http;
 pub mod key_rotation;
 pub mod keys;
-pub mod platform_keys_admin;
 pub mod ledger_admin;
 pub mod merchant_api;
 pub mod merchants;
+pub mod platform_keys_admin;
 pub mod ratelimit;
 pub mod recon;
 pub mod recon_admin;
 // Daily settlement (helper SETTLE).
-pub mod settlement;
+pub mod metrics;
 pub mod recon_balance;
 pub mod recon_ledger;
-pub mod metrics;
 pub mod refunds;
 pub mod risk;
 pub mod risk_rules;
 pub mod routing;
 pub mod sandbox;
+pub mod settlement;
 pub mod sharing;
 pub mod sharing_flow;
 pub mod tls;
@@ -278,10 +278,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let merchant = merchant_api::routes().merge(bills::routes()).layer(axum::middleware::from_fn_with_state(
-        Arc::clone(&state),
-        http::merchant_layer,
-    ));
+    let merchant =
+        merchant_api::routes()
+            .merge(bills::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                http::merchant_layer,
+            ));
     let mut router = Router::new()
         .merge(merchant)
         .merge(admin::routes(Arc::clone(&state)))
@@ -294,7 +297,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz));
     if state.config.sandbox.enabled {
         router = router.route("/sandbox/v1/pay", post(sandbox::pay));
-        router = router.route("/sandbox/v1/bills/close-day", post(bills::sandbox_close_day));
+        router = router.route(
+            "/sandbox/v1/bills/close-day",
+            post(bills::sandbox_close_day),
+        );
     }
     router
         .fallback(http::not_found)

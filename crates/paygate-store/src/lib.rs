@@ -222,7 +222,8 @@ pub trait Store:
 
     // ---- profit sharing (§4.8; see `sharing.rs` for the money rule; helper SHARING) ----
     /// Adds a merchant's receiver, or updates it when `(mchid, type, account)` exists.
-    async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<(), StoreError>;
+    async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord)
+    -> Result<(), StoreError>;
     /// False if there was no such receiver.
     async fn delete_share_receiver(
         &self,
@@ -260,11 +261,13 @@ pub trait Store:
         mchid: &str,
         out_order_no: &str,
     ) -> Result<Option<ShareOrderRecord>, StoreError>;
-    async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>, StoreError>;
+    async fn get_share_by_id(&self, order_id: &str)
+    -> Result<Option<ShareOrderRecord>, StoreError>;
     /// Share orders of a payment, oldest first.
     async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>, StoreError>;
     /// The sharing side of an order; `None` if there is no such order.
-    async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>, StoreError>;
+    async fn share_amounts(&self, transaction_id: &str)
+    -> Result<Option<ShareAmounts>, StoreError>;
     /// The one write path of a share order, all or nothing: compare-and-set on its version and
     /// state (false, nothing written, if it moved), amounts given back, notifications.
     async fn apply_share_change(&self, change: &ShareChange) -> Result<bool, StoreError>;
@@ -274,7 +277,11 @@ pub trait Store:
         polled_before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<ShareOrderRecord>, StoreError>;
-    async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn mark_share_polled(
+        &self,
+        order_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Creates a return if its receiver line (SUCCESS, MERCHANT_ID `return_mchid`) still has
     /// the amount after the line's other returns that are not FAILED; serialized per share
     /// order. `(mchid, out_return_no)` is the idempotency key.

@@ -1216,7 +1216,12 @@ impl Store for PgStore {
         sharing::upsert_receiver(&self.pool, &receiver).await
     }
 
-    async fn delete_share_receiver(&self, mchid: &str, r#type: &str, account: &str) -> Result<bool> {
+    async fn delete_share_receiver(
+        &self,
+        mchid: &str,
+        r#type: &str,
+        account: &str,
+    ) -> Result<bool> {
         let (account, _) = self.sealer.seal_account(r#type, account)?;
         sharing::delete_receiver(&self.pool, mchid, r#type, &account).await
     }
@@ -1229,7 +1234,12 @@ impl Store for PgStore {
         Ok(crate::receiver_seal::open_receivers(&openids, list))
     }
 
-    async fn share_receiver_users(&self, channel_id: &str, r#type: &str, account: &str) -> Result<i64> {
+    async fn share_receiver_users(
+        &self,
+        channel_id: &str,
+        r#type: &str,
+        account: &str,
+    ) -> Result<i64> {
         let (account, _) = self.sealer.seal_account(r#type, account)?;
         sharing::receiver_users(&self.pool, channel_id, r#type, &account).await
     }
@@ -1238,11 +1248,20 @@ impl Store for PgStore {
         sharing::max_ratio(&self.pool, mchid).await
     }
 
-    async fn set_share_max_ratio(&self, mchid: &str, max_ratio_bp: u32, at: OffsetDateTime) -> Result<()> {
+    async fn set_share_max_ratio(
+        &self,
+        mchid: &str,
+        max_ratio_bp: u32,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         sharing::set_max_ratio(&self.pool, mchid, max_ratio_bp, at).await
     }
 
-    async fn create_share(&self, order: &ShareOrderRecord, limits: ShareLimits) -> Result<CreateShare> {
+    async fn create_share(
+        &self,
+        order: &ShareOrderRecord,
+        limits: ShareLimits,
+    ) -> Result<CreateShare> {
         let (order, rows) = self.sealer.seal_share(order)?;
         for row in &rows {
             self.put_openid(Some(row)).await?;
@@ -1288,7 +1307,11 @@ impl Store for PgStore {
         sharing::apply_share_change(&self.pool, &change).await
     }
 
-    async fn shares_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareOrderRecord>> {
+    async fn shares_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ShareOrderRecord>> {
         let list = sharing::shares_to_poll(&self.pool, polled_before, limit).await?;
         self.open_shares(list).await
     }
@@ -1301,7 +1324,11 @@ impl Store for PgStore {
         sharing::create_return(&self.pool, ret).await
     }
 
-    async fn get_share_return(&self, mchid: &str, out_return_no: &str) -> Result<Option<ShareReturnRecord>> {
+    async fn get_share_return(
+        &self,
+        mchid: &str,
+        out_return_no: &str,
+    ) -> Result<Option<ShareReturnRecord>> {
         sharing::get_return(&self.pool, mchid, out_return_no).await
     }
 
@@ -1317,7 +1344,11 @@ impl Store for PgStore {
         sharing::apply_return_change(&self.pool, &change).await
     }
 
-    async fn share_returns_to_poll(&self, polled_before: OffsetDateTime, limit: u32) -> Result<Vec<ShareReturnRecord>> {
+    async fn share_returns_to_poll(
+        &self,
+        polled_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ShareReturnRecord>> {
         sharing::returns_to_poll(&self.pool, polled_before, limit).await
     }
 

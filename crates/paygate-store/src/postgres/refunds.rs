@@ -110,12 +110,13 @@ async fn order_amounts(
     conn: &mut PgConnection,
     transaction_id: &str,
 ) -> Result<Option<(String, i64, i64)>> {
-    let row =
-        sqlx::query("SELECT state, total_fen, refunded_fen + shared_fen FROM orders WHERE transaction_id = $1")
-            .bind(transaction_id)
-            .fetch_optional(conn)
-            .await
-            .map_err(pg_err)?;
+    let row = sqlx::query(
+        "SELECT state, total_fen, refunded_fen + shared_fen FROM orders WHERE transaction_id = $1",
+    )
+    .bind(transaction_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(pg_err)?;
     row.map(|r| {
         Ok((
             r.try_get(0).map_err(pg_err)?,

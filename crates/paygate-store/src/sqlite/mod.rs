@@ -39,16 +39,16 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use time::OffsetDateTime;
 
 use crate::codec::{self, Cols};
+use crate::sharing::{
+    CreateShare, CreateShareReturn, ShareAmounts, ShareChange, ShareLimits, ShareOrderRecord,
+    ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
+};
 use crate::{
     AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
     MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, OrderChange,
     OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
 };
 use threads::{Bounds, Done, Threads};
-use crate::sharing::{
-    CreateShare, CreateShareReturn, ShareAmounts, ShareChange, ShareLimits, ShareOrderRecord,
-    ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
-};
 
 /// Reader connections unless told otherwise: enough to overlap reads on two cores with the
 /// writer busy; WAL readers never wait for the writer.
@@ -704,7 +704,10 @@ impl Store for SqliteStore {
 
     // ---- profit sharing (ops/sharing.rs; helper SHARING) ----
 
-    async fn upsert_share_receiver(&self, receiver: &ShareReceiverRecord) -> Result<(), StoreError> {
+    async fn upsert_share_receiver(
+        &self,
+        receiver: &ShareReceiverRecord,
+    ) -> Result<(), StoreError> {
         // A personal account is stored as its vault token, the vault row in the same write.
         let (r, row) = self.sealer.seal_receiver(receiver)?;
         self.threads
@@ -730,7 +733,10 @@ impl Store for SqliteStore {
 
     async fn share_receivers(&self, mchid: &str) -> Result<Vec<ShareReceiverRecord>, StoreError> {
         let m = mchid.to_string();
-        let list = self.threads.read(move |c| ops::sharing::receivers(c, &m)).await?;
+        let list = self
+            .threads
+            .read(move |c| ops::sharing::receivers(c, &m))
+            .await?;
         let openids = self
             .sealer
             .open_tokens(crate::receiver_seal::receiver_tokens(&list), |t| {
@@ -755,7 +761,9 @@ impl Store for SqliteStore {
 
     async fn share_max_ratio(&self, mchid: &str) -> Result<Option<u32>, StoreError> {
         let m = mchid.to_string();
-        self.threads.read(move |c| ops::sharing::max_ratio(c, &m)).await
+        self.threads
+            .read(move |c| ops::sharing::max_ratio(c, &m))
+            .await
     }
 
     async fn set_share_max_ratio(
@@ -797,11 +805,17 @@ impl Store for SqliteStore {
         out_order_no: &str,
     ) -> Result<Option<ShareOrderRecord>, StoreError> {
         let (m, n) = (mchid.to_string(), out_order_no.to_string());
-        let found = self.threads.read(move |c| ops::sharing::get_share(c, &m, &n)).await?;
+        let found = self
+            .threads
+            .read(move |c| ops::sharing::get_share(c, &m, &n))
+            .await?;
         Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
 
-    async fn get_share_by_id(&self, order_id: &str) -> Result<Option<ShareOrderRecord>, StoreError> {
+    async fn get_share_by_id(
+        &self,
+        order_id: &str,
+    ) -> Result<Option<ShareOrderRecord>, StoreError> {
         let id = order_id.to_string();
         let found = self
             .threads
@@ -812,11 +826,17 @@ impl Store for SqliteStore {
 
     async fn shares_of(&self, transaction_id: &str) -> Result<Vec<ShareOrderRecord>, StoreError> {
         let t = transaction_id.to_string();
-        let list = self.threads.read(move |c| ops::sharing::shares_of(c, &t)).await?;
+        let list = self
+            .threads
+            .read(move |c| ops::sharing::shares_of(c, &t))
+            .await?;
         self.open_shares(list).await
     }
 
-    async fn share_amounts(&self, transaction_id: &str) -> Result<Option<ShareAmounts>, StoreError> {
+    async fn share_amounts(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<ShareAmounts>, StoreError> {
         let t = transaction_id.to_string();
         self.threads
             .read(move |c| ops::sharing::share_amounts(c, &t))
@@ -856,7 +876,11 @@ impl Store for SqliteStore {
         self.open_shares(list).await
     }
 
-    async fn mark_share_polled(&self, order_id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn mark_share_polled(
+        &self,
+        order_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         let id = order_id.to_string();
         self.threads
             .write(move |c| ops::sharing::mark_share_polled(c, &id, at).map(Done::keep))
@@ -879,7 +903,9 @@ impl Store for SqliteStore {
         out_return_no: &str,
     ) -> Result<Option<ShareReturnRecord>, StoreError> {
         let (m, n) = (mchid.to_string(), out_return_no.to_string());
-        self.threads.read(move |c| ops::sharing::get_return(c, &m, &n)).await
+        self.threads
+            .read(move |c| ops::sharing::get_return(c, &m, &n))
+            .await
     }
 
     async fn get_share_return_by_id(
@@ -1205,9 +1231,7 @@ impl Store for SqliteStore {
     ) -> Result<crate::ledger::Integrated, StoreError> {
         let origin = origin.to_string();
         self.threads
-            .write(move |c| {
-                ledger::integrate(c, &signer, &origin, batch_max, now).map(Done::keep)
-            })
+            .write(move |c| ledger::integrate(c, &signer, &origin, batch_max, now).map(Done::keep))
             .await
     }
 }
