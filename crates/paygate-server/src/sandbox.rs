@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use paygate_core::error::{ApiError, ErrorCode, decode_json};
-use paygate_store::AttemptState;
+use paygate_store::{AttemptState, OrderState};
 use serde::Deserialize;
 
 use crate::flow::channel_error_to_api;
@@ -42,6 +42,17 @@ pub async fn pay(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
         .await
         .map_err(internal)?
         .ok_or_else(not_found)?;
+    // A paid (or refunded) order answers as the channel does for a second payment, whether or
+    // not its callback has landed yet; a retried pay whose first answer was lost relies on it.
+    match order.state {
+        OrderState::Success | OrderState::Refund => {
+            return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付").into());
+        }
+        OrderState::Closed => {
+            return Err(ApiError::new(ErrorCode::OrderClosed, "订单已关闭").into());
+        }
+        _ => {}
+    }
     let attempts = app
         .store
         .attempts(&order.transaction_id)

@@ -250,6 +250,20 @@ async fn close_is_signed_204_and_final_and_paid_orders_refuse_it() {
             .await
             .unwrap_err();
         assert_eq!(err.api_code(), Some("ORDER_PAID"));
+        // The sandbox payer answers a second payment as the channel does (a retried pay whose
+        // first answer was lost relies on it), and refuses a closed order.
+        for (order, code) in [(&paid, "ORDER_PAID"), (&no, "ORDER_CLOSED")] {
+            let resp = gw
+                .http
+                .post(format!("{}sandbox/v1/pay", gw.gw.base_url))
+                .json(&json!({"mchid": gw.mchid(), "out_trade_no": order, "result": "SUCCESS"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400);
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["code"], code, "{v}");
+        }
         let err = gw
             .client
             .get_json::<Transaction>(&format!(
