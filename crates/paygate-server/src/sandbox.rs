@@ -58,6 +58,11 @@ pub async fn pay(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
         .attempts(&order.transaction_id)
         .await
         .map_err(internal)?;
+    // The order was read before the attempts: a callback committing in between leaves a paid
+    // attempt on an order read as unpaid. That is a second payment too.
+    if attempts.iter().any(|a| a.state == AttemptState::Paid) {
+        return Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付").into());
+    }
     let attempt = attempts
         .iter()
         .rev()

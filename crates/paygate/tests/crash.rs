@@ -492,9 +492,9 @@ async fn run_order(ctx: Arc<Ctx>, mut o: OrderRec) -> OrderRec {
             }
             Ok((s, v)) if s < 500 && s != 429 => {
                 // After a lost answer the outcome is unknown until the order is queried (DESIGN
-                // rule 4): a refusal then may only mean the earlier try went through. Seen once
-                // in CI as 400 INVALID_REQUEST while the callback was being applied; the order
-                // was paid exactly once, so only the answer's code is wrong (noted for a fix).
+                // rule 4): a refusal then may only mean the earlier try went through (seen in CI
+                // as 400 INVALID_REQUEST when the callback committed between the sandbox payer's
+                // read of the order and of its attempts; that answer is ORDER_PAID now).
                 if o.pay_tries > 1
                     && ctx
                         .query(&o.no)
