@@ -53,6 +53,8 @@ fn node_config(root: &std::path::Path, i: usize, database_url: &str) -> Config {
     config.workers.poll_interval_ms = 100_000;
     config.workers.poll_min_age_ms = 100_000;
     config.risk.reload_interval_s = RELOAD_INTERVAL_S;
+    // Nodes of one database share its master key (each data dir would otherwise make its own).
+    config.security.master_key = Some(format!("file:{}", root.join("master.key").display()));
     config
 }
 
@@ -84,6 +86,8 @@ async fn cluster(pg: Option<&str>) -> Cluster {
         .await
         .unwrap();
     store.close().await;
+    // The shared master key exists before the nodes race to start.
+    paygate_server::key_rotation::load_master_key(&node_config(&root, 0, &database_url)).unwrap();
     let (a, b) = tokio::join!(
         paygate_server::start(node_config(&root, 0, &database_url)),
         paygate_server::start(node_config(&root, 1, &database_url)),
