@@ -41,6 +41,7 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(crate::settlement::routes())
         .merge(crate::platform_keys_admin::routes())
         .route("/admin/v1/notifications/{id}/resend", post(resend))
+        .route("/admin/v1/notifications/resend", post(resend_many))
         .route("/admin/v1/channels", get(channels))
         .route("/admin/v1/channels/metrics", get(channel_metrics))
         .route("/admin/v1/audit", get(crate::audit_trail::list))
@@ -298,6 +299,38 @@ async fn resend(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Api
     app.outbox_wake.notify_one();
     tracing::info!(notification = %id, "notification re-sent by an operator");
     ok_json(&serde_json::json!({"id": id, "state": "PENDING"}))
+}
+
+/// At most this many notifications per bulk re-send (one transaction).
+const RESEND_IDS_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResendMany {
+    ids: Vec<String>,
+}
+
+/// Re-sends many notifications at once (a merchant's endpoint was down): one transaction.
+async fn resend_many(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let req: ResendMany = decode_json(&body)?;
+    if req.ids.is_empty() || req.ids.len() > RESEND_IDS_MAX {
+        return Err(ApiFail(ApiError::param(
+            "/ids",
+            format!("between 1 and {RESEND_IDS_MAX} ids, got {}", req.ids.len()),
+        )));
+    }
+    let resent = app
+        .store
+        .resend_notifications(&req.ids, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(internal)?;
+    app.outbox_wake.notify_one();
+    tracing::info!(
+        asked = req.ids.len(),
+        resent,
+        "notifications re-sent by an operator"
+    );
+    ok_json(&serde_json::json!({"asked": req.ids.len(), "resent": resent}))
 }
 
 /// Every channel's profile, health (breaker, windowed success rate and latency) and share

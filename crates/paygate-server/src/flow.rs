@@ -304,25 +304,22 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
     // The fee terms are fixed now, on the channel first chosen (issue 4 §5).
     order.pricing =
         crate::fees::pricing(&app.config, &mchid, &attempt.channel_id, order.total_fen)?;
+    // The decision that admitted the order is kept in the order's own transaction.
+    let risk_record = decision.as_ref().and_then(|d| {
+        crate::risk::record(
+            &call.merchant,
+            &out_trade_no,
+            Some(order.transaction_id.clone()),
+            d,
+        )
+    });
     match app
         .store
-        .create_order(&order, &attempt)
+        .create_order_with_risk(&order, &attempt, risk_record.as_ref())
         .await
         .map_err(store_err)?
     {
-        CreateOrder::Created => {
-            if let Some(decision) = &decision {
-                crate::risk::keep(
-                    app,
-                    &call.merchant,
-                    &out_trade_no,
-                    Some(order.transaction_id.clone()),
-                    decision,
-                )
-                .await;
-            }
-            drive(app, &call.merchant, &order, attempt, started).await
-        }
+        CreateOrder::Created => drive(app, &call.merchant, &order, attempt, started).await,
         CreateOrder::Exists(existing) => {
             prepay_existing(app, &call.merchant, existing, &order.fingerprint, started).await
         }

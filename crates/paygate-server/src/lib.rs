@@ -232,8 +232,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         journal,
         order_locks: AppState::new_order_locks(),
         outbox_wake: tokio::sync::Notify::new(),
+        // As many idle connections per merchant host as deliveries may be in flight: fewer
+        // made the outbox close and reconnect (connect() was ~2 % of its CPU under load).
         http: reqwest::Client::builder()
-            .pool_max_idle_per_host(16)
+            .pool_max_idle_per_host(config.workers.deliveries_in_flight_max.max(1))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new()),
         config,

@@ -153,8 +153,8 @@ pub(crate) fn refusal_stands(app: &AppState, decision: &Decision) -> bool {
     }
 }
 
-/// Stores a decision worth keeping (not allowed, or a rule fired); a failure to store is
-/// logged, not turned into a payment failure.
+/// Stores a decision worth keeping (see [`record`]); a failure to store is logged, not turned
+/// into a payment failure. An admitted prepay's decision is stored with its order instead.
 pub async fn keep(
     app: &AppState,
     merchant: &MerchantRecord,
@@ -162,10 +162,25 @@ pub async fn keep(
     transaction_id: Option<String>,
     decision: &Decision,
 ) {
-    if decision.action == Action::Allow && decision.fired.is_empty() {
+    let Some(record) = record(merchant, reference, transaction_id, decision) else {
         return;
+    };
+    if let Err(e) = app.store.insert_risk_decision(&record).await {
+        tracing::error!(error = %e, "a risk decision could not be stored");
     }
-    let record = RiskDecisionRecord {
+}
+
+/// The stored form of a decision worth keeping: not allowed, or a rule fired.
+pub fn record(
+    merchant: &MerchantRecord,
+    reference: &str,
+    transaction_id: Option<String>,
+    decision: &Decision,
+) -> Option<RiskDecisionRecord> {
+    if decision.action == Action::Allow && decision.fired.is_empty() {
+        return None;
+    }
+    Some(RiskDecisionRecord {
         id: uuid::Uuid::new_v4().to_string(),
         mchid: merchant.mchid.clone(),
         kind: "PREPAY".into(),
@@ -176,10 +191,7 @@ pub async fn keep(
         fired_json: serde_json::to_string(&decision.fired).unwrap_or_else(|_| "[]".into()),
         rules_version: decision.rules_version as i64,
         at: time::OffsetDateTime::now_utc(),
-    };
-    if let Err(e) = app.store.insert_risk_decision(&record).await {
-        tracing::error!(error = %e, "a risk decision could not be stored");
-    }
+    })
 }
 
 /// The V3 error of a blocked prepay, for documentation and tests.

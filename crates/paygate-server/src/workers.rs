@@ -69,16 +69,7 @@ pub fn spawn(app: Arc<AppState>) {
             }
         }
     });
-    tokio::spawn(async move {
-        let every = Duration::from_millis(app.config.workers.outbox_interval_ms);
-        loop {
-            if let Err(e) = outbox_once(&app).await {
-                tracing::warn!(error = %e, "outbox round failed");
-            }
-            // Woken at once when a notification is written, else on the interval.
-            let _ = tokio::time::timeout(every, app.outbox_wake.notified()).await;
-        }
-    });
+    tokio::spawn(run_outbox(app));
 }
 
 /// One poller round; returns how many attempts it looked at.
@@ -149,44 +140,70 @@ async fn poll_attempt(
     Ok(())
 }
 
-/// One outbox round: claims due notifications and delivers them concurrently.
-pub async fn outbox_once(app: &Arc<AppState>) -> Result<usize, paygate_store::StoreError> {
+/// The outbox worker: keeps up to `deliveries_in_flight_max` deliveries going, claiming more
+/// as soon as a quarter of the slots is free instead of after a whole round has finished, so
+/// one slow merchant (up to the 5 s ack timeout) never holds back everyone's notifications.
+async fn run_outbox(app: Arc<AppState>) {
+    let every = Duration::from_millis(app.config.workers.outbox_interval_ms);
+    let in_flight_max = app.config.workers.deliveries_in_flight_max.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+    // Claiming a handful at a time would cost a write per handful; wait for a quarter.
+    let refill_at = (in_flight_max / 4).max(1) as u32;
+    loop {
+        if let Ok(enough) = Arc::clone(&slots).acquire_many_owned(refill_at).await {
+            drop(enough);
+        }
+        let free = slots.available_permits();
+        let want = free.min(app.config.workers.outbox_batch_max.max(1) as usize);
+        match outbox_claim(&app, want as u32).await {
+            Ok(claimed) => {
+                let backlog = claimed.len() == want;
+                for record in claimed {
+                    let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                        return;
+                    };
+                    let app = Arc::clone(&app);
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = deliver(&app, &record).await {
+                            tracing::warn!(notification = %record.id, error = %e, "recording a delivery failed");
+                        }
+                    });
+                }
+                if backlog {
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
+        }
+        // Woken at once when a notification is written, else on the interval.
+        let _ = tokio::time::timeout(every, app.outbox_wake.notified()).await;
+    }
+}
+
+/// Claims up to `limit` due notifications for this node.
+async fn outbox_claim(
+    app: &AppState,
+    limit: u32,
+) -> Result<Vec<NotificationRecord>, paygate_store::StoreError> {
     let now = OffsetDateTime::now_utc();
     // The lease shrinks with the sandbox time scale (a killed node's claims free up sooner)
-    // but always outlasts one delivery, so no two rounds deliver the same row at once.
+    // but always outlasts one delivery, so no two claims deliver the same row at once.
     let lease = app
         .scaled(Duration::from_millis(app.config.workers.outbox_lease_ms))
         .max(ACK_TIMEOUT + Duration::from_secs(1));
     let lease = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let claimed = app
         .store
-        .claim_notifications(now, now + lease, app.config.workers.outbox_batch_max)
+        .claim_notifications(now, now + lease, limit)
         .await?;
-    let n = claimed.len();
     let lag_ms = claimed
         .iter()
         .map(|r| (now - r.next_attempt_at).whole_milliseconds() as i64)
         .max()
         .unwrap_or(0);
-    app.metrics.observe_outbox_claim(n, lag_ms);
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        app.config.workers.deliveries_in_flight_max.max(1),
-    ));
-    let mut tasks = Vec::with_capacity(n);
-    for record in claimed {
-        let app = Arc::clone(app);
-        let permit = Arc::clone(&limit).acquire_owned().await;
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = deliver(&app, &record).await {
-                tracing::warn!(notification = %record.id, error = %e, "recording a delivery failed");
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    Ok(n)
+    app.metrics.observe_outbox_claim(claimed.len(), lag_ms);
+    Ok(claimed)
 }
 
 /// Seals, signs and POSTs one notification, then records the attempt and what follows.
@@ -253,12 +270,14 @@ async fn envelope(
     app: &AppState,
     record: &NotificationRecord,
 ) -> Result<(Vec<u8>, Vec<(&'static str, String)>), String> {
+    // The request path's cache (2 s, dropped on an admin change) spares a read per delivery.
     let merchant = app
-        .store
-        .get_merchant(&record.mchid)
+        .merchants
+        .get(app.store.as_ref(), &record.mchid)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("merchant {} is gone", record.mchid))?;
+        .ok_or_else(|| format!("merchant {} is gone", record.mchid))?
+        .record;
     let requested = match app
         .store
         .get_order_by_transaction_id(&record.transaction_id)

@@ -465,6 +465,33 @@ async fn notifications_retry_and_an_operator_can_resend() {
             .admin(reqwest::Method::POST, "notifications/nope/resend")
             .await;
         assert_eq!(status, 404);
+        // In bulk (a merchant's endpoint was down): one transaction, unknown ids not counted.
+        let (status, v) = gw
+            .admin_json(
+                reqwest::Method::POST,
+                "notifications/resend",
+                &serde_json::json!({"ids": [id, "nope"]}),
+            )
+            .await;
+        assert_eq!(
+            (status, v["asked"].as_i64(), v["resent"].as_i64()),
+            (200, Some(2), Some(1))
+        );
+        let got = rx.wait_for(5).await;
+        assert_eq!(got.len(), 5);
+        for bad in [
+            serde_json::json!({"ids": []}),
+            serde_json::json!({"id": [id]}),
+        ] {
+            let (status, v) = gw
+                .admin_json(reqwest::Method::POST, "notifications/resend", &bad)
+                .await;
+            assert_eq!(
+                (status, v["code"].as_str()),
+                (400, Some("PARAM_ERROR")),
+                "{bad}"
+            );
+        }
         gw.finish().await;
     }
 }

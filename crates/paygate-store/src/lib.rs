@@ -148,6 +148,17 @@ pub trait Store:
         &self,
         order: &OrderRecord,
         first_attempt: &AttemptRecord,
+    ) -> Result<CreateOrder, StoreError> {
+        self.create_order_with_risk(order, first_attempt, None)
+            .await
+    }
+    /// Creates the order with its first attempt and, in the same transaction, the risk
+    /// decision that admitted it (one fact, one commit); nothing is written on `Exists`.
+    async fn create_order_with_risk(
+        &self,
+        order: &OrderRecord,
+        first_attempt: &AttemptRecord,
+        risk: Option<&RiskDecisionRecord>,
     ) -> Result<CreateOrder, StoreError>;
     async fn get_order(
         &self,
@@ -370,7 +381,16 @@ pub trait Store:
         outcome: &DeliveryOutcome,
     ) -> Result<(), StoreError>;
     /// Operator re-send: back to PENDING, due at `now`. False if no such notification.
-    async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        Ok(self.resend_notifications(&[id.to_string()], now).await? > 0)
+    }
+    /// Operator re-send of many (e.g. after a merchant's outage), in one transaction; how
+    /// many of `ids` exist.
+    async fn resend_notifications(
+        &self,
+        ids: &[String],
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
     async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
     async fn notifications_of(
         &self,

@@ -798,7 +798,12 @@ impl Store for PgStore {
         decode_all(&rows, codec::platform_key)
     }
 
-    async fn create_order(&self, o: &OrderRecord, a: &AttemptRecord) -> Result<CreateOrder> {
+    async fn create_order_with_risk(
+        &self,
+        o: &OrderRecord,
+        a: &AttemptRecord,
+        risk: Option<&crate::RiskDecisionRecord>,
+    ) -> Result<CreateOrder> {
         // Stored sealed: the openid's vault row first, the order with its token after.
         let (sealed, openid) = self.sealer.seal_order(o)?;
         self.put_openid(openid.as_ref()).await?;
@@ -818,6 +823,11 @@ impl Store for PgStore {
                      $19, $20, $37, $38, $39, $40, $41)
                  ON CONFLICT (mchid, out_trade_no) DO NOTHING
                  RETURNING transaction_id)
+             , new_risk AS (
+                 INSERT INTO risk_decisions (id, mchid, kind, reference, transaction_id, action, score,
+                     fired_json, rules_version, at)
+                 SELECT $42, $43, $44, $45, $46, $47, $48, $49, $50, $51
+                 FROM new_order WHERE $42::text IS NOT NULL)
              INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url,
                  h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision,
                  created_at, updated_at, last_polled_at)
@@ -865,6 +875,16 @@ impl Store for PgStore {
         .bind(o.pricing.channel_cost_ppm)
         .bind(o.pricing.channel_cost_fen)
         .bind(i64::from(o.profit_sharing))
+        .bind(risk.map(|d| d.id.as_str()))
+        .bind(risk.map(|d| d.mchid.as_str()))
+        .bind(risk.map(|d| d.kind.as_str()))
+        .bind(risk.map(|d| d.reference.as_str()))
+        .bind(risk.and_then(|d| d.transaction_id.as_deref()))
+        .bind(risk.map(|d| d.action.as_str()))
+        .bind(risk.map(|d| d.score))
+        .bind(risk.map(|d| d.fired_json.as_str()))
+        .bind(risk.map(|d| d.rules_version))
+        .bind(risk.map(|d| unix_ms(d.at)))
         .execute(&self.pool)
         .await
         .map_err(pg_err)?
@@ -1145,16 +1165,17 @@ impl Store for PgStore {
         end_tx(tx, step).await
     }
 
-    async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE notifications SET state = $2, next_attempt_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(codec::notification_state_str(NotificationState::Pending))
-                .bind(unix_ms(now))
-                .execute(&self.pool)
-                .await
-                .map_err(pg_err)?;
-        Ok(done.rows_affected() > 0)
+    async fn resend_notifications(&self, ids: &[String], now: OffsetDateTime) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE notifications SET state = $2, next_attempt_at = $3 WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(codec::notification_state_str(NotificationState::Pending))
+        .bind(unix_ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>> {

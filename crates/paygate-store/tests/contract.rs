@@ -43,6 +43,7 @@ contract!(
     create_order_round_trips_every_field,
     create_order_refuses_a_non_positive_amount,
     create_order_is_idempotent_on_mchid_out_trade_no,
+    create_order_keeps_its_risk_decision_in_the_same_transaction,
     create_order_conflicts_on_a_taken_transaction_id_or_attempt_id,
     concurrent_create_order_of_one_key_creates_exactly_once,
     insert_attempt_orders_by_seq_and_conflicts,
@@ -271,6 +272,58 @@ async fn create_order_is_idempotent_on_mchid_out_trade_no(db: Db) {
             .unwrap(),
         CreateOrder::Created
     );
+}
+
+async fn create_order_keeps_its_risk_decision_in_the_same_transaction(db: Db) {
+    let s = db.open().await;
+    let o = order("tx1", "out-risk");
+    let decision = paygate_store::RiskDecisionRecord {
+        id: "d1".into(),
+        mchid: o.mchid.clone(),
+        kind: "PREPAY".into(),
+        reference: o.out_trade_no.clone(),
+        transaction_id: Some("tx1".into()),
+        action: "REVIEW".into(),
+        score: 60,
+        fired_json: r#"[{"rule_id":"velocity.payer.1m","score":60}]"#.into(),
+        rules_version: 3,
+        at: o.created_at,
+    };
+    let created = s
+        .create_order_with_risk(&o, &attempt("tx1-1", "tx1", 1), Some(&decision))
+        .await
+        .unwrap();
+    assert_eq!(created, CreateOrder::Created);
+    assert_eq!(
+        s.risk_decisions(&o.mchid, &o.out_trade_no).await.unwrap(),
+        vec![decision.clone()]
+    );
+    // A re-submission of the same key writes neither an order nor a second decision.
+    let again = paygate_store::RiskDecisionRecord {
+        id: "d2".into(),
+        ..decision.clone()
+    };
+    let answer = s
+        .create_order_with_risk(
+            &order("tx2", "out-risk"),
+            &attempt("tx2-1", "tx2", 1),
+            Some(&again),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, CreateOrder::Exists(_)));
+    assert_eq!(
+        s.risk_decisions(&o.mchid, &o.out_trade_no).await.unwrap(),
+        vec![decision.clone()]
+    );
+    // A decision that cannot be stored (its id is taken) takes the order down with it.
+    let clash = order("tx3", "out-risk-3");
+    assert!(is_conflict(
+        s.create_order_with_risk(&clash, &attempt("tx3-1", "tx3", 1), Some(&decision))
+            .await
+    ));
+    assert_eq!(s.get_order_by_transaction_id("tx3").await.unwrap(), None);
+    assert_eq!(s.find_attempt("tx3-1").await.unwrap(), None);
 }
 
 async fn create_order_conflicts_on_a_taken_transaction_id_or_attempt_id(db: Db) {

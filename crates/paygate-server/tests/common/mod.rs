@@ -130,6 +130,27 @@ impl Gw {
         )
     }
 
+    /// An admin call with a JSON body.
+    pub async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}admin/v1/{path}", self.gw.base_url))
+            .bearer_auth("operator-secret")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     /// The embedded simulator's sandbox API (fault injection on the channel account).
     pub async fn channel_faults(&self, faults: Value) {
         let sim = self.gw.sandbox.as_ref().unwrap();

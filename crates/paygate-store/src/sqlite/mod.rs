@@ -456,17 +456,23 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_order(
+    async fn create_order_with_risk(
         &self,
         order: &OrderRecord,
         first_attempt: &AttemptRecord,
+        risk: Option<&crate::RiskDecisionRecord>,
     ) -> Result<CreateOrder, StoreError> {
         let ((order, openid), attempt) = (self.sealer.seal_order(order)?, first_attempt.clone());
+        let risk = risk.cloned();
         let created = self
             .threads
             .write(move |c| {
                 protect::put_openid(c, openid.as_ref())?;
-                ops::create_order(c, &order, &attempt)
+                let done = ops::create_order(c, &order, &attempt)?;
+                if let (CreateOrder::Created, Some(risk)) = (&done.value, &risk) {
+                    ops::insert_risk_decision(c, risk)?;
+                }
+                Ok(done)
             })
             .await?;
         match created {
@@ -667,10 +673,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
-        let id = id.to_string();
+    async fn resend_notifications(
+        &self,
+        ids: &[String],
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
         self.threads
-            .write(move |c| ops::resend_notification(c, &id, now).map(Done::keep))
+            .write(move |c| {
+                let mut found = 0;
+                for id in &ids {
+                    found += u64::from(ops::resend_notification(c, id, now)?);
+                }
+                Ok(Done::keep(found))
+            })
             .await
     }
 
