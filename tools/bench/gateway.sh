@@ -37,7 +37,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'tail -20 "$WORK"/*.log >&2' ERR
+trap 'for f in "$WORK"/*.log; do tail -n 20 "$f" >&2; done' ERR
 mkdir -p "$OUT"
 
 wait_port() {
@@ -52,6 +52,7 @@ wait_port() {
 "$BIN" sim --listen "127.0.0.1:$SIM_PORT" --kit-dir "$WORK/sim-kits" --auto-onboard >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 wait_port "$SIM_PORT"
+for _ in $(seq 1 100); do [ -s "$WORK/sim-kits/partner/merchant.json" ] && break; sleep 0.1; done
 
 GW_ARGS=(--data-dir "$WORK/gw" --listen "127.0.0.1:$GW_PORT" --channel-kit-dir "$WORK/sim-kits/partner")
 if [ "$BACKEND" = postgres ]; then
