@@ -99,10 +99,16 @@ printf '| Native prepay, %s callers | %.0f/s, p50 %.1f ms, p99 %.1f ms, %s error
   "$(field native .throughput_per_s)" "$(field native .latency_ms_p50)" "$(field native .latency_ms_p99)" "$(field native .errors)"
 printf '| gateway CPU per prepay / 2 signs + 2 verifies | %.0f µs / %.0f µs = **%s×** |\n' \
   "$(field native .server_cpu_us_per_op)" "$PREPAY_FLOOR" "$(ratio "$(field native .server_cpu_us_per_op)" "$PREPAY_FLOOR")"
+printf '| same, measured inside the gateway: CPU ÷ its own signature CPU (%.2f signs + %.2f verifies per call) | **%.2f×** |\n' \
+  "$(field native .server_signs_per_op)" "$(field native .server_verifies_per_op)" "$(field native .server_cpu_over_signatures)"
 printf '| Query, %s callers | %.0f/s, p50 %.1f ms, p99 %.1f ms, %s errors |\n' "$CONCURRENCY" \
   "$(field query .throughput_per_s)" "$(field query .latency_ms_p50)" "$(field query .latency_ms_p99)" "$(field query .errors)"
 printf '| gateway CPU per query / 1 sign + 1 verify | %.0f µs / %.0f µs = **%s×** |\n' \
   "$(field query .server_cpu_us_per_op)" "$QUERY_FLOOR" "$(ratio "$(field query .server_cpu_us_per_op)" "$QUERY_FLOOR")"
+printf '| same, inside the gateway (%.2f signs + %.2f verifies per call) | **%.2f×** |\n' \
+  "$(field query .server_signs_per_op)" "$(field query .server_verifies_per_op)" "$(field query .server_cpu_over_signatures)"
+printf '| notification delivery: signature CPU ÷ gateway CPU (per-core efficiency) | **%.1f %%** |\n' \
+  "$(jq -r '100 / .server_cpu_over_signatures' "$OUT/notify.json")"
 printf '| notifications delivered / signing ceiling (2 cores) | %.0f/s / %.0f/s = **%s %%** |\n' \
   "$(field notify .notifications_per_s)" "$CEILING" "$(echo "scale=1; 100 * $(field notify .notifications_per_s) / $CEILING" | bc -l)"
 printf '| Native prepay at %s/s (half peak): p99 via gateway − p99 at the simulator | %.2f − %.2f = **%.2f ms** |\n' \

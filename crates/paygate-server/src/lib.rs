@@ -318,6 +318,9 @@ async fn metrics_text(
         app.store.backend(),
         &app.store.pool_stats(),
     ));
+    extra.push_str(&metrics::crypto_text(
+        &paygate_wxpay::crypto::cost::snapshot(),
+    ));
     let body = app.metrics.render(&extra);
     (
         [(

@@ -252,9 +252,58 @@ pub fn pool_text(backend: &str, stats: &paygate_store::PoolStats) -> String {
     out
 }
 
+/// The process's signature work (paygate_wxpay::crypto::cost): counts and the CPU seconds
+/// the signing threads spent in them, for "CPU per call ÷ its cryptography" from outside.
+pub fn crypto_text(cost: &paygate_wxpay::crypto::cost::SignatureCost) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP paygate_signatures_total Signatures made and verified by this process (RSA and SM2)."
+    );
+    let _ = writeln!(out, "# TYPE paygate_signatures_total counter");
+    let _ = writeln!(
+        out,
+        "paygate_signatures_total{{op=\"sign\"}} {}",
+        cost.signs
+    );
+    let _ = writeln!(
+        out,
+        "paygate_signatures_total{{op=\"verify\"}} {}",
+        cost.verifies
+    );
+    let _ = writeln!(
+        out,
+        "# HELP paygate_signature_cpu_seconds_total Thread CPU time spent making and verifying them."
+    );
+    let _ = writeln!(out, "# TYPE paygate_signature_cpu_seconds_total counter");
+    for (op, ns) in [("sign", cost.sign_cpu_ns), ("verify", cost.verify_cpu_ns)] {
+        let _ = writeln!(
+            out,
+            "paygate_signature_cpu_seconds_total{{op=\"{op}\"}} {}.{:09}",
+            ns / 1_000_000_000,
+            ns % 1_000_000_000
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_cost_is_rendered_as_counters_in_seconds() {
+        let text = crypto_text(&paygate_wxpay::crypto::cost::SignatureCost {
+            signs: 3,
+            sign_cpu_ns: 2_500_000_123,
+            verifies: 4,
+            verify_cpu_ns: 90_000,
+        });
+        assert!(text.contains("paygate_signatures_total{op=\"sign\"} 3\n"));
+        assert!(text.contains("paygate_signatures_total{op=\"verify\"} 4\n"));
+        assert!(text.contains("paygate_signature_cpu_seconds_total{op=\"sign\"} 2.500000123\n"));
+        assert!(text.contains("paygate_signature_cpu_seconds_total{op=\"verify\"} 0.000090000\n"));
+    }
 
     #[test]
     fn endpoints_are_templates() {

@@ -13,6 +13,7 @@
 
 pub mod aead;
 pub mod cert;
+pub mod cost;
 pub mod hash;
 pub mod oaep;
 pub mod rsa;
@@ -167,10 +168,10 @@ impl SigningKey {
     /// Raw signature bytes: PKCS#1 v1.5 for RSA, ASN.1 DER `SEQUENCE { r, s }` for SM2 (as the
     /// Java SDK's Kona provider emits).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        match self {
+        cost::signing(|| match self {
             Self::Rsa(k) => k.sign(message),
             Self::Sm2(k) => k.sign(message),
-        }
+        })
     }
 
     /// Standard base64 (with padding) of [`SigningKey::sign`].
@@ -267,10 +268,10 @@ impl VerifyingKey {
 
     /// Verifies raw signature bytes. SM2 accepts both DER and raw 64-byte `r || s`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
-        match self {
+        cost::verifying(|| match self {
             Self::Rsa(k) => k.verify(message, signature),
             Self::Sm2(k) => k.verify(message, signature),
-        }
+        })
     }
 
     /// Verifies a standard-base64 signature.

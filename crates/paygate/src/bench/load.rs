@@ -83,6 +83,37 @@ pub struct LoadReport {
     pub notifications_per_s: f64,
     /// Server CPU divided by the notifications received in the window.
     pub server_cpu_us_per_notification: Option<f64>,
+    /// From the server's `/metrics` (a paygate gateway): signatures made and verified per
+    /// successful operation, the CPU they took, and the server's whole CPU divided by it —
+    /// the issue-8 ratio measured inside the one process, under the load itself.
+    pub server_signs_per_op: Option<f64>,
+    pub server_verifies_per_op: Option<f64>,
+    pub server_signature_cpu_us_per_op: Option<f64>,
+    pub server_cpu_over_signatures: Option<f64>,
+}
+
+/// The gateway's signature counters from its `/metrics`: (signs, verifies, CPU seconds).
+async fn signature_counters(http: &reqwest::Client, base_url: &str) -> Option<(f64, f64, f64)> {
+    let text = http
+        .get(format!("{base_url}metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((
+        value("paygate_signatures_total{op=\"sign\"}")?,
+        value("paygate_signatures_total{op=\"verify\"}")?,
+        value("paygate_signature_cpu_seconds_total{op=\"sign\"}")?
+            + value("paygate_signature_cpu_seconds_total{op=\"verify\"}")?,
+    ))
 }
 
 struct Shared {
@@ -410,6 +441,8 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
         i += 1;
     }
     let tally = Arc::new(Mutex::new(Tally::new()?));
+    let base_url = shared.client.base_url().to_string();
+    let signatures_before = signature_counters(&shared.http, &base_url).await;
     let cpu_before = pid.and_then(procstat::cpu_seconds);
     let notified_before = notified.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -481,6 +514,7 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     // Let in-flight notifications land before counting them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_after = pid.and_then(procstat::cpu_seconds);
+    let signatures_after = signature_counters(&shared.http, &base_url).await;
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
     let q = |p: f64| tally.hist.value_at_quantile(p) as f64 / 1000.0;
     let errors: u64 = tally.errors.values().sum();
@@ -490,6 +524,10 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
         _ => None,
     };
     let notifications = notified.load(Ordering::Relaxed) - notified_before;
+    let signatures = match (signatures_before, signatures_after) {
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1, b.2 - a.2)),
+        _ => None,
+    };
     let cpu_per_notification = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) if notifications > 0 => Some((b - a) * 1e6 / notifications as f64),
         _ => None,
@@ -512,6 +550,13 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
         notifications_received: notifications,
         notifications_per_s: notifications as f64 / seconds,
         server_cpu_us_per_notification: cpu_per_notification,
+        server_signs_per_op: signatures.map(|(signs, _, _)| signs / ok_ops as f64),
+        server_verifies_per_op: signatures.map(|(_, verifies, _)| verifies / ok_ops as f64),
+        server_signature_cpu_us_per_op: signatures.map(|(_, _, s)| s * 1e6 / ok_ops as f64),
+        server_cpu_over_signatures: match (cpu_before, cpu_after, signatures) {
+            (Some(a), Some(b), Some((_, _, s))) if s > 0.0 => Some((b - a) / s),
+            _ => None,
+        },
     })
 }
 
@@ -578,5 +623,15 @@ pub fn print(r: &LoadReport) {
     }
     if let Some(us) = r.server_cpu_us_per_notification {
         println!("  server CPU      {us:.0} µs per notification received");
+    }
+    if let (Some(signs), Some(verifies), Some(us), Some(ratio)) = (
+        r.server_signs_per_op,
+        r.server_verifies_per_op,
+        r.server_signature_cpu_us_per_op,
+        r.server_cpu_over_signatures,
+    ) {
+        println!(
+            "  signatures      {signs:.2} signed + {verifies:.2} verified per operation, {us:.0} µs CPU; server CPU ÷ that = {ratio:.2}×"
+        );
     }
 }
