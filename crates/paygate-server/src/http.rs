@@ -183,10 +183,16 @@ pub async fn merchant_layer(
     let endpoint = crate::metrics::endpoint(req.method().as_str(), req.uri().path());
     let span = tracing::info_span!("request", request_id = %request_id, endpoint = %endpoint);
     // Inside the span, the channel calls made while answering log the merchant's request id.
-    let response =
-        tracing::Instrument::instrument(authenticated(&app, req, next, &request_id), span).await;
-    app.metrics
-        .observe_request(endpoint, response.status().as_u16(), started.elapsed());
+    let (response, upstream) = paygate_wxpay::client::upstream::measured(
+        tracing::Instrument::instrument(authenticated(&app, req, next, &request_id), span),
+    )
+    .await;
+    app.metrics.observe_request(
+        endpoint,
+        response.status().as_u16(),
+        started.elapsed(),
+        upstream,
+    );
     response
 }
 

@@ -14,6 +14,11 @@ use std::time::Duration;
 const BUCKETS_S: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
+/// Finer bounds for the latency the gateway itself adds (its answer minus upstream waits):
+/// the issue-8 target is a p99 of 5 ms.
+const ADDED_BUCKETS_S: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5,
+];
 const SERIES_MAX: usize = 10_000;
 
 #[derive(Default)]
@@ -27,6 +32,7 @@ struct Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    added: Mutex<BTreeMap<String, Histogram>>,
     notifications: Mutex<BTreeMap<&'static str, u64>>,
     risk: Mutex<BTreeMap<String, u64>>,
     outbox_lag_ms: AtomicI64,
@@ -63,22 +69,40 @@ pub fn endpoint(method: &str, path: &str) -> String {
 }
 
 impl Metrics {
-    pub fn observe_request(&self, endpoint: String, status: u16, elapsed: Duration) {
+    /// `elapsed` is the whole answer, `upstream` the part spent waiting on channels.
+    pub fn observe_request(
+        &self,
+        endpoint: String,
+        status: u16,
+        elapsed: Duration,
+        upstream: Duration,
+    ) {
         {
             let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
             if requests.len() < SERIES_MAX || requests.contains_key(&(endpoint.clone(), status)) {
                 *requests.entry((endpoint.clone(), status)).or_default() += 1;
             }
         }
+        let added = elapsed.saturating_sub(upstream);
+        Self::observe(&self.added, &ADDED_BUCKETS_S, endpoint.clone(), added);
+        Self::observe(&self.latency, &BUCKETS_S, endpoint, elapsed);
+    }
+
+    fn observe(
+        series: &Mutex<BTreeMap<String, Histogram>>,
+        bounds: &[f64; 12],
+        endpoint: String,
+        elapsed: Duration,
+    ) {
         let secs = elapsed.as_secs_f64();
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        if latency.len() >= SERIES_MAX && !latency.contains_key(&endpoint) {
+        let mut series = series.lock().unwrap_or_else(|p| p.into_inner());
+        if series.len() >= SERIES_MAX && !series.contains_key(&endpoint) {
             return;
         }
-        let h = latency.entry(endpoint).or_default();
+        let h = series.entry(endpoint).or_default();
         h.count += 1;
         h.sum_s += secs;
-        for (i, bound) in BUCKETS_S.iter().enumerate() {
+        for (i, bound) in bounds.iter().enumerate() {
             if secs <= *bound {
                 h.buckets[i] += 1;
             }
@@ -130,42 +154,20 @@ impl Metrics {
                 "paygate_http_requests_total{{endpoint=\"{endpoint}\",code=\"{status}\"}} {n}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP paygate_http_request_duration_seconds Merchant API latency."
+        render_histograms(
+            &mut out,
+            "paygate_http_request_duration_seconds",
+            "Merchant API latency.",
+            &BUCKETS_S,
+            &self.latency.lock().unwrap_or_else(|p| p.into_inner()),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE paygate_http_request_duration_seconds histogram"
+        render_histograms(
+            &mut out,
+            "paygate_http_added_duration_seconds",
+            "Merchant API latency minus the time spent waiting on channels: what the gateway adds.",
+            &ADDED_BUCKETS_S,
+            &self.added.lock().unwrap_or_else(|p| p.into_inner()),
         );
-        for (endpoint, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            for (bound, n) in BUCKETS_S.iter().zip(h.buckets) {
-                let _ = writeln!(
-                    out,
-                    "paygate_http_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "paygate_http_request_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "paygate_http_request_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
-                h.sum_s
-            );
-            let _ = writeln!(
-                out,
-                "paygate_http_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
-                h.count
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP paygate_notifications_total Merchant notification delivery attempts by outcome."
@@ -211,6 +213,32 @@ impl Metrics {
         }
         out.push_str(extra);
         out
+    }
+}
+
+fn render_histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64; 12],
+    series: &BTreeMap<String, Histogram>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (endpoint, h) in series {
+        for (bound, n) in bounds.iter().zip(h.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{endpoint=\"{endpoint}\"}} {}", h.sum_s);
+        let _ = writeln!(out, "{name}_count{{endpoint=\"{endpoint}\"}} {}", h.count);
     }
 }
 
@@ -345,11 +373,14 @@ mod tests {
             endpoint("POST", "/v3/pay/transactions/native"),
             200,
             Duration::from_millis(3),
+            Duration::ZERO,
         );
+        // 30 ms of which 27 at the channel: the gateway added 3 ms.
         m.observe_request(
             endpoint("POST", "/v3/pay/transactions/native"),
             200,
             Duration::from_millis(30),
+            Duration::from_millis(27),
         );
         m.observe_notification("delivered");
         let text = m.render("paygate_channel_share{channel=\"a\"} 1\n");
@@ -357,6 +388,15 @@ mod tests {
         assert!(text.contains("le=\"0.005\"} 1"));
         assert!(text.contains("le=\"0.05\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));
+        let added = "paygate_http_added_duration_seconds_bucket{endpoint=\"POST /v3/pay/transactions/native\"";
+        assert!(
+            text.contains(&format!("{added},le=\"0.002\"}} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{added},le=\"0.003\"}} 2")),
+            "{text}"
+        );
         assert!(text.contains("paygate_notifications_total{outcome=\"delivered\"} 1"));
         assert!(text.ends_with("paygate_channel_share{channel=\"a\"} 1\n"));
     }

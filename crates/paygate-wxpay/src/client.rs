@@ -235,7 +235,10 @@ impl WxClient {
         if let Some(serial) = &self.wechatpay_serial {
             req = req.header("Wechatpay-Serial", serial);
         }
-        let resp = req.send().await.map_err(transport_error)?;
+        let waiting = std::time::Instant::now();
+        let resp = req.send().await.map_err(transport_error);
+        upstream::add(waiting.elapsed());
+        let resp = resp?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -247,7 +250,10 @@ impl WxClient {
                 )
             })
             .collect();
-        let body = resp.bytes().await.map_err(transport_error)?.to_vec();
+        let waiting = std::time::Instant::now();
+        let body = resp.bytes().await.map_err(transport_error);
+        upstream::add(waiting.elapsed());
+        let body = body?.to_vec();
         let response = WxResponse {
             status,
             headers,
@@ -396,5 +402,48 @@ mod tests {
     fn path_segments_escape_like_go() {
         assert_eq!(escape_path_segment("abc_12-3"), "abc_12-3");
         assert_eq!(escape_path_segment("a|b*c"), "a%7Cb%2Ac");
+    }
+}
+
+/// Time a task spent waiting on remote servers (request sent → answer read), so a server
+/// can tell its own latency from its upstream's: the gateway scopes one per merchant request
+/// and reports the difference as the latency it adds. Outside a scope nothing is counted.
+pub mod upstream {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::time::Duration;
+
+    tokio::task_local! {
+        static WAITED: Cell<Duration>;
+    }
+
+    /// Runs `f` with a fresh total; returns its output and the time it waited upstream.
+    pub async fn measured<F: Future>(f: F) -> (F::Output, Duration) {
+        WAITED
+            .scope(Cell::new(Duration::ZERO), async {
+                let out = f.await;
+                (out, WAITED.with(Cell::get))
+            })
+            .await
+    }
+
+    pub(crate) fn add(waited: Duration) {
+        let _ = WAITED.try_with(|w| w.set(w.get() + waited));
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[tokio::test]
+        async fn waits_add_up_inside_a_scope_only() {
+            add(Duration::from_millis(5));
+            let ((), waited) = measured(async {
+                add(Duration::from_millis(2));
+                add(Duration::from_millis(3));
+            })
+            .await;
+            assert_eq!(waited, Duration::from_millis(5));
+        }
     }
 }

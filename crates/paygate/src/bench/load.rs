@@ -90,6 +90,65 @@ pub struct LoadReport {
     pub server_verifies_per_op: Option<f64>,
     pub server_signature_cpu_us_per_op: Option<f64>,
     pub server_cpu_over_signatures: Option<f64>,
+    /// From the gateway's `paygate_http_added_duration_seconds` histogram over the window: the
+    /// bucket bounds holding the median and the 99th percentile of the latency it adds
+    /// (its answer minus its waits on channels), in ms; "≤ this".
+    pub server_added_ms_p50_at_most: Option<f64>,
+    pub server_added_ms_p99_at_most: Option<f64>,
+}
+
+/// `paygate_http_added_duration_seconds` buckets summed over endpoints: (bound s, count).
+async fn added_histogram(http: &reqwest::Client, base_url: &str) -> Option<Vec<(f64, f64)>> {
+    let text = http
+        .get(format!("{base_url}metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut buckets: BTreeMap<String, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("paygate_http_added_duration_seconds_bucket{") else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ")?;
+        let le = labels
+            .rsplit_once("le=\"")?
+            .1
+            .trim_end_matches('"')
+            .to_string();
+        *buckets.entry(le).or_default() += value.trim().parse::<f64>().ok()?;
+    }
+    let mut out: Vec<(f64, f64)> = buckets
+        .into_iter()
+        .map(|(le, n)| (le.parse().unwrap_or(f64::INFINITY), n))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (!out.is_empty()).then_some(out)
+}
+
+/// The smallest bucket bound (ms) under which `q` of the window's answers fall.
+fn added_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let window: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let was = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, n)| *n);
+            (*le, n - was)
+        })
+        .collect();
+    let total = window.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    window
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map(|(le, _)| le * 1000.0)
 }
 
 /// The gateway's signature counters from its `/metrics`: (signs, verifies, CPU seconds).
@@ -443,6 +502,7 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     let tally = Arc::new(Mutex::new(Tally::new()?));
     let base_url = shared.client.base_url().to_string();
     let signatures_before = signature_counters(&shared.http, &base_url).await;
+    let added_before = added_histogram(&shared.http, &base_url).await;
     let cpu_before = pid.and_then(procstat::cpu_seconds);
     let notified_before = notified.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -515,6 +575,11 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_after = pid.and_then(procstat::cpu_seconds);
     let signatures_after = signature_counters(&shared.http, &base_url).await;
+    let added_after = added_histogram(&shared.http, &base_url).await;
+    let added = |q: f64| match (&added_before, &added_after) {
+        (Some(b), Some(a)) => added_quantile(b, a, q),
+        _ => None,
+    };
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
     let q = |p: f64| tally.hist.value_at_quantile(p) as f64 / 1000.0;
     let errors: u64 = tally.errors.values().sum();
@@ -557,6 +622,8 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
             (Some(a), Some(b), Some((_, _, s))) if s > 0.0 => Some((b - a) / s),
             _ => None,
         },
+        server_added_ms_p50_at_most: added(0.50),
+        server_added_ms_p99_at_most: added(0.99),
     })
 }
 
@@ -633,5 +700,25 @@ pub fn print(r: &LoadReport) {
         println!(
             "  signatures      {signs:.2} signed + {verifies:.2} verified per operation, {us:.0} µs CPU; server CPU ÷ that = {ratio:.2}×"
         );
+    }
+    if let (Some(p50), Some(p99)) = (r.server_added_ms_p50_at_most, r.server_added_ms_p99_at_most) {
+        println!(
+            "  gateway adds    p50 ≤ {p50} ms, p99 ≤ {p99} ms (its answer minus its channel waits)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_quantiles_come_from_the_window_only() {
+        let before = [(0.001, 10.0), (0.005, 10.0), (f64::INFINITY, 10.0)];
+        // 100 answers in the window: 90 within 1 ms, 9 more within 5 ms, one slower.
+        let after = [(0.001, 100.0), (0.005, 109.0), (f64::INFINITY, 110.0)];
+        assert_eq!(added_quantile(&before, &after, 0.5), Some(1.0));
+        assert_eq!(added_quantile(&before, &after, 0.99), Some(5.0));
+        assert_eq!(added_quantile(&after, &after, 0.99), None);
     }
 }
