@@ -96,9 +96,16 @@ pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreErro
             }
             continue;
         }
+        let since = |t: OffsetDateTime| Duration::try_from(t - attempt.created_at).ok();
+        let due = poll_due(
+            attempt.last_polled_at.and_then(since),
+            since(now).unwrap_or(Duration::ZERO),
+            min_age,
+        );
         // Each attempt at its own channel, as the merchant's sub-merchant there.
         match app.routing.sub_for(&merchant, &attempt.channel_id) {
-            Some(sub) => poll_attempt(app, channel, &sub, &attempt, now).await?,
+            Some(sub) if due => poll_attempt(app, channel, &sub, &attempt, now).await?,
+            Some(_) => {}
             None => {
                 tracing::warn!(attempt = %attempt.attempt_id, channel = %attempt.channel_id, "no sub-merchant mapping for a pending attempt")
             }
@@ -109,6 +116,33 @@ pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreErro
         app.store.update_attempt(&touched).await?;
     }
     Ok(n)
+}
+
+/// Ages (in `poll_min_age` units) at which a pending attempt is asked about; after the last,
+/// every [`POLL_EVERY_AFTER`] units. With the defaults: 30 s, 1, 2, 5 and 10 min, then every
+/// 10 min — an unpaid order waiting out its 7-day expiry costs ~1,000 channel queries, not the
+/// ~20,000 of asking every 30 s. (A lost notification of a late payment is learnt within 10 min;
+/// WeChat itself retries notifications for a day, and reconciliation catches the rest.)
+const POLL_AT: [u64; 5] = [1, 2, 4, 10, 20];
+const POLL_EVERY_AFTER: u64 = 20;
+
+/// How many poll points an attempt of this age has passed.
+fn poll_points_passed(age: Duration, min_age: Duration) -> u64 {
+    let unit = min_age.as_millis().max(1);
+    let units = (age.as_millis() / unit) as u64;
+    let fixed = POLL_AT.iter().filter(|p| **p <= units).count() as u64;
+    let last = POLL_AT[POLL_AT.len() - 1];
+    fixed + units.saturating_sub(last) / POLL_EVERY_AFTER
+}
+
+/// Whether the attempt passed a poll point since it was last visited (`last_age`, `None` if
+/// never): the poller visits every pending attempt each `poll_min_age`, but only these visits
+/// cost a signed channel query.
+fn poll_due(last_age: Option<Duration>, age: Duration, min_age: Duration) -> bool {
+    match last_age {
+        None => true,
+        Some(last) => poll_points_passed(age, min_age) > poll_points_passed(last, min_age),
+    }
 }
 
 /// Asks the attempt's channel about it and applies the answer.
@@ -319,4 +353,42 @@ async fn envelope(
     )
     .map_err(|e| e.to_string())?;
     Ok((body, headers.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_with_age_then_settle_at_every_twenty_units() {
+        let unit = Duration::from_secs(30);
+        let at = |s: u64| Duration::from_secs(s);
+        // Never asked: asked now.
+        assert!(poll_due(None, at(31), unit));
+        // Visited at 31 s, again at 62 s: the 1-min point was passed.
+        assert!(poll_due(Some(at(31)), at(62), unit));
+        // 62 s → 93 s: no point in between (the next is 2 min).
+        assert!(!poll_due(Some(at(62)), at(93), unit));
+        assert!(poll_due(Some(at(93)), at(124), unit));
+        // Between 5 and 10 min only the 10-min point counts.
+        assert!(!poll_due(Some(at(301)), at(590), unit));
+        assert!(poll_due(Some(at(590)), at(601), unit));
+        // Then every 10 min, however often the attempt is visited.
+        let visits: Vec<u64> = (0..200).map(|k| 601 + 31 * k).collect();
+        let asked = visits
+            .windows(2)
+            .filter(|w| poll_due(Some(at(w[0])), at(w[1]), unit))
+            .count();
+        let span_min = (visits[199] - visits[0]) / 60;
+        assert!(
+            asked as u64 >= span_min / 10 - 1 && asked as u64 <= span_min / 10 + 1,
+            "{asked} queries in {span_min} min"
+        );
+        // Over a 7-day expiry, visited every 30 s: about a thousand queries.
+        let week = 7 * 24 * 3600 / 30;
+        let total = (1..week)
+            .filter(|k| poll_due(Some(at(30 * k)), at(30 * (k + 1)), unit))
+            .count();
+        assert!((1000..1020).contains(&total), "{total}");
+    }
 }
