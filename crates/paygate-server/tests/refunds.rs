@@ -586,9 +586,17 @@ async fn the_poller_settles_a_refund_whose_callback_was_dropped() {
         // query reads the store.
         let r = gw.wait_refund("rf-drop", RefundStatus::Success).await;
         assert!(r.success_time.is_some());
-        let stored = gw.store().refunds_of(&tid).await.unwrap();
-        assert_eq!(stored[0].state, RefundState::Success);
-        assert!(stored[0].last_polled_at.is_some(), "settled by the poller");
+        // The poller settles the refund, then records its visit (a second write): wait for it.
+        let stored = eventually(|| async {
+            let stored = gw.store().refunds_of(&tid).await.unwrap();
+            stored[0].last_polled_at.is_some().then_some(stored)
+        })
+        .await;
+        assert_eq!(
+            stored[0].state,
+            RefundState::Success,
+            "settled by the poller"
+        );
         let got = rx.events(&gw.kit, "REFUND.", 1).await;
         assert_eq!(got[0].0.event_type, "REFUND.SUCCESS");
         let sim = gw.gw.sandbox.as_ref().unwrap();
