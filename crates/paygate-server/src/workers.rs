@@ -83,9 +83,11 @@ pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreErro
         .await?;
     let n = due.len();
     for (order, attempt) in due {
-        let Some(merchant) = app.store.get_merchant(&order.mchid).await? else {
+        // Most visits make no channel call (see `poll_due`): the cached merchant spares a read.
+        let Some(merchant) = app.merchants.get(app.store.as_ref(), &order.mchid).await? else {
             continue;
         };
+        let merchant = merchant.record;
         let Some(channel) = app.channels.get(&attempt.channel_id) else {
             continue;
         };

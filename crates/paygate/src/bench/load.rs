@@ -97,17 +97,20 @@ pub struct LoadReport {
     pub server_added_ms_p99_at_most: Option<f64>,
 }
 
-/// `paygate_http_added_duration_seconds` buckets summed over endpoints: (bound s, count).
-async fn added_histogram(http: &reqwest::Client, base_url: &str) -> Option<Vec<(f64, f64)>> {
-    let text = http
-        .get(format!("{base_url}metrics"))
+/// The server's `/metrics` text; `None` when it has none (the simulator).
+async fn scrape_metrics(http: &reqwest::Client, base_url: &str) -> Option<String> {
+    http.get(format!("{base_url}metrics"))
         .timeout(Duration::from_secs(5))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// `paygate_http_added_duration_seconds` buckets summed over endpoints: (bound s, count).
+fn added_histogram(text: &str) -> Option<Vec<(f64, f64)>> {
     let mut buckets: BTreeMap<String, f64> = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("paygate_http_added_duration_seconds_bucket{") else {
@@ -152,16 +155,7 @@ fn added_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option
 }
 
 /// The gateway's signature counters from its `/metrics`: (signs, verifies, CPU seconds).
-async fn signature_counters(http: &reqwest::Client, base_url: &str) -> Option<(f64, f64, f64)> {
-    let text = http
-        .get(format!("{base_url}metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+fn signature_counters(text: &str) -> Option<(f64, f64, f64)> {
     let value = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -501,8 +495,9 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     }
     let tally = Arc::new(Mutex::new(Tally::new()?));
     let base_url = shared.client.base_url().to_string();
-    let signatures_before = signature_counters(&shared.http, &base_url).await;
-    let added_before = added_histogram(&shared.http, &base_url).await;
+    let metrics_before = scrape_metrics(&shared.http, &base_url).await;
+    let signatures_before = metrics_before.as_deref().and_then(signature_counters);
+    let added_before = metrics_before.as_deref().and_then(added_histogram);
     let cpu_before = pid.and_then(procstat::cpu_seconds);
     let notified_before = notified.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -574,8 +569,9 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     // Let in-flight notifications land before counting them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_after = pid.and_then(procstat::cpu_seconds);
-    let signatures_after = signature_counters(&shared.http, &base_url).await;
-    let added_after = added_histogram(&shared.http, &base_url).await;
+    let metrics_after = scrape_metrics(&shared.http, &base_url).await;
+    let signatures_after = metrics_after.as_deref().and_then(signature_counters);
+    let added_after = metrics_after.as_deref().and_then(added_histogram);
     let added = |q: f64| match (&added_before, &added_after) {
         (Some(b), Some(a)) => added_quantile(b, a, q),
         _ => None,
