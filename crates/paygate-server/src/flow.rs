@@ -163,6 +163,7 @@ fn attempt_id(transaction_id: &str, seq: i32) -> String {
 }
 
 fn new_attempt(
+    app: &AppState,
     order: &OrderRecord,
     seq: i32,
     channel_id: &str,
@@ -186,6 +187,7 @@ fn new_attempt(
         created_at: t,
         updated_at: t,
         last_polled_at: None,
+        next_poll_at: Some(crate::workers::first_poll_at(app, t)),
     }
 }
 
@@ -225,6 +227,7 @@ fn routed_attempt(
         .map_err(|e| no_route(&merchant.mchid, &e))?;
     let channel_id = app.routing.router.channel_id(decision.channel);
     Ok(new_attempt(
+        app,
         order,
         seq,
         channel_id,
@@ -461,7 +464,7 @@ async fn drive(
             error.code().unwrap_or("UNKNOWN"),
             next.reason
         );
-        let fresh = new_attempt(order, attempt.seq + 1, &channel_id, why, now());
+        let fresh = new_attempt(app, order, attempt.seq + 1, &channel_id, why, now());
         app.store.insert_attempt(&fresh).await.map_err(store_err)?;
         tracing::info!(transaction_id = %order.transaction_id, from = %attempt.channel_id, to = %channel_id, seq = fresh.seq, "failover");
         tried |= 1u64 << next.channel;

@@ -72,78 +72,117 @@ pub fn spawn(app: Arc<AppState>) {
     tokio::spawn(run_outbox(app));
 }
 
-/// One poller round; returns how many attempts it looked at.
+/// One poller round; returns how many attempts it looked at. It reads only the attempts
+/// whose `next_poll_at` has come, asks the channel about each, and moves each to its next
+/// poll point (see [`next_poll_at`]): nothing is written for an attempt that is not due.
 pub async fn poll_once(app: &AppState) -> Result<usize, paygate_store::StoreError> {
     let now = OffsetDateTime::now_utc();
-    let min_age = app.scaled(Duration::from_millis(app.config.workers.poll_min_age_ms));
-    let polled_before = now - time::Duration::try_from(min_age).unwrap_or(time::Duration::ZERO);
-    let due = app
-        .store
-        .attempts_to_poll(polled_before, POLL_BATCH_MAX)
-        .await?;
+    let unit = poll_unit(app);
+    let due = app.store.attempts_to_poll(now, POLL_BATCH_MAX).await?;
     let n = due.len();
     for (order, attempt) in due {
-        // Most visits make no channel call (see `poll_due`): the cached merchant spares a read.
-        let Some(merchant) = app.merchants.get(app.store.as_ref(), &order.mchid).await? else {
-            continue;
-        };
-        let merchant = merchant.record;
-        let Some(channel) = app.channels.get(&attempt.channel_id) else {
-            continue;
-        };
-        if now >= order.time_expire {
-            // Expired: closed at the channel first; a payment found there wins.
-            if let Err(e) = close(app, &merchant, &order, "poller").await {
-                tracing::info!(transaction_id = %order.transaction_id, error = %e.message, "expiry close deferred");
-            }
-            continue;
-        }
-        let since = |t: OffsetDateTime| Duration::try_from(t - attempt.created_at).ok();
-        let due = poll_due(
-            attempt.last_polled_at.and_then(since),
-            since(now).unwrap_or(Duration::ZERO),
-            min_age,
-        );
-        // Each attempt at its own channel, as the merchant's sub-merchant there.
-        match app.routing.sub_for(&merchant, &attempt.channel_id) {
-            Some(sub) if due => poll_attempt(app, channel, &sub, &attempt, now).await?,
-            Some(_) => {}
+        // The cached merchant spares a read per attempt.
+        match app.merchants.get(app.store.as_ref(), &order.mchid).await? {
             None => {
-                tracing::warn!(attempt = %attempt.attempt_id, channel = %attempt.channel_id, "no sub-merchant mapping for a pending attempt")
+                tracing::warn!(attempt = %attempt.attempt_id, mchid = %order.mchid, "pending attempt of an unknown merchant")
             }
+            Some(merchant) if now >= order.time_expire => {
+                // Expired: closed at the channel first; a payment found there wins. A close
+                // that could not be done is tried again at the next point.
+                if let Err(e) = close(app, &merchant.record, &order, "poller").await {
+                    tracing::info!(transaction_id = %order.transaction_id, error = %e.message, "expiry close deferred");
+                }
+            }
+            Some(merchant) => ask(app, &merchant.record, &attempt, now).await?,
         }
-        let mut touched =
-            AttemptChange::to(&attempt.attempt_id, &[attempt.state], attempt.state, now);
-        touched.last_polled_at = Some(now);
-        app.store.update_attempt(&touched).await?;
+        let mut next = AttemptChange::to(&attempt.attempt_id, &[attempt.state], attempt.state, now);
+        next.last_polled_at = Some(now);
+        next.next_poll_at = Some(next_poll_at(
+            attempt.created_at,
+            order.time_expire,
+            now,
+            unit,
+        ));
+        // False if the attempt moved meanwhile (paid, failed, prepaid): a pending one is read
+        // again next round with its new state.
+        app.store.update_attempt(&next).await?;
     }
     Ok(n)
 }
 
-/// Ages (in `poll_min_age` units) at which a pending attempt is asked about; after the last,
-/// every [`POLL_EVERY_AFTER`] units. With the defaults: 30 s, 1, 2, 5 and 10 min, then every
+/// The poller's unit of age, `[workers] poll_min_age_ms` (sandbox-scaled).
+fn poll_unit(app: &AppState) -> Duration {
+    app.scaled(Duration::from_millis(app.config.workers.poll_min_age_ms))
+}
+
+/// When a new attempt created at `created_at` is first asked about.
+pub fn first_poll_at(app: &AppState, created_at: OffsetDateTime) -> OffsetDateTime {
+    created_at + poll_unit(app)
+}
+
+/// Asks the channel about one due attempt, as the merchant's sub-merchant there.
+async fn ask(
+    app: &AppState,
+    merchant: &paygate_store::MerchantRecord,
+    attempt: &paygate_store::AttemptRecord,
+    now: OffsetDateTime,
+) -> Result<(), paygate_store::StoreError> {
+    let Some(channel) = app.channels.get(&attempt.channel_id) else {
+        tracing::warn!(attempt = %attempt.attempt_id, channel = %attempt.channel_id, "pending attempt at an unknown channel");
+        return Ok(());
+    };
+    match app.routing.sub_for(merchant, &attempt.channel_id) {
+        Some(sub) => poll_attempt(app, channel, &sub, attempt, now).await,
+        None => {
+            tracing::warn!(attempt = %attempt.attempt_id, channel = %attempt.channel_id, "no sub-merchant mapping for a pending attempt");
+            Ok(())
+        }
+    }
+}
+
+/// Ages (in poller units) at which a pending attempt is asked about; after the last, every
+/// [`POLL_EVERY_AFTER`] units. With the defaults: 30 s, 1, 2, 5 and 10 min, then every
 /// 10 min — an unpaid order waiting out its 7-day expiry costs ~1,000 channel queries, not the
 /// ~20,000 of asking every 30 s. (A lost notification of a late payment is learnt within 10 min;
 /// WeChat itself retries notifications for a day, and reconciliation catches the rest.)
 const POLL_AT: [u64; 5] = [1, 2, 4, 10, 20];
 const POLL_EVERY_AFTER: u64 = 20;
 
-/// How many poll points an attempt of this age has passed.
-fn poll_points_passed(age: Duration, min_age: Duration) -> u64 {
-    let unit = min_age.as_millis().max(1);
-    let units = (age.as_millis() / unit) as u64;
-    let fixed = POLL_AT.iter().filter(|p| **p <= units).count() as u64;
+/// The first poll point after `age`, as an age (whole units of `unit`).
+fn next_poll_age(age: Duration, unit: Duration) -> Duration {
+    let unit_ms = unit.as_millis().max(1);
+    let passed = u64::try_from(age.as_millis() / unit_ms).unwrap_or(u64::MAX);
     let last = POLL_AT[POLL_AT.len() - 1];
-    fixed + units.saturating_sub(last) / POLL_EVERY_AFTER
+    let units = match POLL_AT.iter().find(|p| **p > passed) {
+        Some(p) => *p,
+        None => ((passed - last) / POLL_EVERY_AFTER + 1)
+            .saturating_mul(POLL_EVERY_AFTER)
+            .saturating_add(last),
+    };
+    Duration::from_millis(
+        u64::try_from(unit_ms)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(units),
+    )
 }
 
-/// Whether the attempt passed a poll point since it was last visited (`last_age`, `None` if
-/// never): the poller visits every pending attempt each `poll_min_age`, but only these visits
-/// cost a signed channel query.
-fn poll_due(last_age: Option<Duration>, age: Duration, min_age: Duration) -> bool {
-    match last_age {
-        None => true,
-        Some(last) => poll_points_passed(age, min_age) > poll_points_passed(last, min_age),
+/// When an attempt asked about `now` is next asked: its next poll point, or its order's
+/// expiry if that comes first (the order is then closed at the channel).
+fn next_poll_at(
+    created_at: OffsetDateTime,
+    time_expire: OffsetDateTime,
+    now: OffsetDateTime,
+    unit: Duration,
+) -> OffsetDateTime {
+    let age = Duration::try_from(now - created_at).unwrap_or(Duration::ZERO);
+    let next = time::Duration::try_from(next_poll_age(age, unit))
+        .ok()
+        .and_then(|d| created_at.checked_add(d))
+        .unwrap_or(time_expire.max(now));
+    if time_expire > now {
+        next.min(time_expire)
+    } else {
+        next
     }
 }
 
@@ -364,33 +403,36 @@ mod tests {
     #[test]
     fn polls_back_off_with_age_then_settle_at_every_twenty_units() {
         let unit = Duration::from_secs(30);
-        let at = |s: u64| Duration::from_secs(s);
-        // Never asked: asked now.
-        assert!(poll_due(None, at(31), unit));
-        // Visited at 31 s, again at 62 s: the 1-min point was passed.
-        assert!(poll_due(Some(at(31)), at(62), unit));
-        // 62 s → 93 s: no point in between (the next is 2 min).
-        assert!(!poll_due(Some(at(62)), at(93), unit));
-        assert!(poll_due(Some(at(93)), at(124), unit));
-        // Between 5 and 10 min only the 10-min point counts.
-        assert!(!poll_due(Some(at(301)), at(590), unit));
-        assert!(poll_due(Some(at(590)), at(601), unit));
-        // Then every 10 min, however often the attempt is visited.
-        let visits: Vec<u64> = (0..200).map(|k| 601 + 31 * k).collect();
-        let asked = visits
-            .windows(2)
-            .filter(|w| poll_due(Some(at(w[0])), at(w[1]), unit))
-            .count();
-        let span_min = (visits[199] - visits[0]) / 60;
-        assert!(
-            asked as u64 >= span_min / 10 - 1 && asked as u64 <= span_min / 10 + 1,
-            "{asked} queries in {span_min} min"
-        );
-        // Over a 7-day expiry, visited every 30 s: about a thousand queries.
-        let week = 7 * 24 * 3600 / 30;
-        let total = (1..week)
-            .filter(|k| poll_due(Some(at(30 * k)), at(30 * (k + 1)), unit))
-            .count();
-        assert!((1000..1020).contains(&total), "{total}");
+        let next = |age_s: u64| next_poll_age(Duration::from_secs(age_s), unit).as_secs();
+        // 30 s, 1, 2, 5 and 10 min of age; a late round skips to the point after it.
+        assert_eq!(next(0), 30);
+        assert_eq!(next(31), 60);
+        assert_eq!(next(60), 120);
+        assert_eq!(next(100), 120);
+        assert_eq!(next(130), 300);
+        assert_eq!(next(301), 600);
+        // Then every 10 min.
+        assert_eq!(next(600), 1200);
+        assert_eq!(next(1199), 1200);
+        assert_eq!(next(1200), 1800);
+        // Over a 7-day expiry, asked at each point: about a thousand queries.
+        let week = 7 * 24 * 3600;
+        let (mut age, mut asked) = (next(0), 0);
+        while age < week {
+            asked += 1;
+            age = next(age);
+        }
+        assert!((1000..1020).contains(&asked), "{asked}");
+    }
+
+    #[test]
+    fn the_next_poll_never_passes_the_orders_expiry() {
+        let unit = Duration::from_secs(30);
+        let created = OffsetDateTime::UNIX_EPOCH;
+        let at = |s: i64| created + time::Duration::seconds(s);
+        assert_eq!(next_poll_at(created, at(3600), at(700), unit), at(1200));
+        assert_eq!(next_poll_at(created, at(900), at(700), unit), at(900));
+        // Already expired (its close was deferred): the schedule goes on.
+        assert_eq!(next_poll_at(created, at(600), at(700), unit), at(1200));
     }
 }

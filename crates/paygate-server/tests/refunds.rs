@@ -458,6 +458,7 @@ async fn old_paid_order(gw: &Gw) -> String {
         created_at: paid_at,
         updated_at: paid_at,
         last_polled_at: None,
+        next_poll_at: None,
     };
     gw.store().create_order(&order, &attempt).await.unwrap();
     let change = OrderChange {

@@ -240,6 +240,7 @@ async fn the_poller_closes_expired_orders_after_asking_the_channel() {
         created_at: t,
         updated_at: t,
         last_polled_at: None,
+        next_poll_at: None,
     };
     assert_eq!(
         state.store.create_order(&order, &attempt).await.unwrap(),

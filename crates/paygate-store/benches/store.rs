@@ -69,6 +69,7 @@ fn order(transaction_id: &str) -> (OrderRecord, AttemptRecord) {
         created_at: at,
         updated_at: at,
         last_polled_at: None,
+        next_poll_at: None,
     };
     (o, a)
 }

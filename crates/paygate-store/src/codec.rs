@@ -22,7 +22,7 @@ pub(crate) const ORDER_COLS: &str = "transaction_id, mchid, out_trade_no, appid,
 pub(crate) const ORDER_COL_COUNT: usize = 25;
 pub(crate) const ATTEMPT_COLS: &str = "attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, \
      h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at, \
-     updated_at, last_polled_at";
+     updated_at, last_polled_at, next_poll_at";
 pub(crate) const RISK_COLS: &str =
     "id, mchid, kind, reference, transaction_id, action, score, fired_json, rules_version, at";
 pub(crate) const RULE_SET_COLS: &str =
@@ -234,7 +234,7 @@ pub(crate) fn order(r: &impl Cols, at: usize) -> Result<OrderRecord, StoreError>
     })
 }
 
-/// The attempt in the 16 columns from `at`.
+/// The attempt in the 17 columns from `at`.
 pub(crate) fn attempt(r: &impl Cols, at: usize) -> Result<AttemptRecord, StoreError> {
     Ok(AttemptRecord {
         attempt_id: r.text(at)?,
@@ -253,6 +253,7 @@ pub(crate) fn attempt(r: &impl Cols, at: usize) -> Result<AttemptRecord, StoreEr
         created_at: r.time(at + 13)?,
         updated_at: r.time(at + 14)?,
         last_polled_at: r.opt_time(at + 15)?,
+        next_poll_at: r.opt_time(at + 16)?,
     })
 }
 

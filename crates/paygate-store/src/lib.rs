@@ -185,10 +185,10 @@ pub trait Store:
     /// no longer `change.expected_state` (someone else moved it first).
     async fn apply_order_change(&self, change: &OrderChange) -> Result<bool, StoreError>;
     /// Work for the poller: attempts in CREATED, PREPAID or UNKNOWN whose order is still open
-    /// (NOTPAY/PAYERROR), not polled since `polled_before` (or never), oldest first.
+    /// (NOTPAY/PAYERROR) and whose `next_poll_at` is at or before `due_by`, earliest due first.
     async fn attempts_to_poll(
         &self,
-        polled_before: OffsetDateTime,
+        due_by: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>, StoreError>;
     async fn repairs(&self, transaction_id: &str) -> Result<Vec<RepairRecord>, StoreError>;

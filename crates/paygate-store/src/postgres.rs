@@ -338,8 +338,9 @@ async fn insert_attempt(conn: &mut PgConnection, a: &AttemptRecord) -> Result<()
     sqlx::query(
         "INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, h5_url,
              prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at,
-             updated_at, last_polled_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             updated_at, last_polled_at, next_poll_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+             COALESCE($17, $14))",
     )
     .bind(&a.attempt_id)
     .bind(&a.transaction_id)
@@ -357,6 +358,7 @@ async fn insert_attempt(conn: &mut PgConnection, a: &AttemptRecord) -> Result<()
     .bind(unix_ms(a.created_at))
     .bind(unix_ms(a.updated_at))
     .bind(opt_ms(a.last_polled_at))
+    .bind(opt_ms(a.next_poll_at))
     .execute(conn)
     .await
     .map(|_| ())
@@ -380,7 +382,8 @@ async fn update_attempt(
              error_code = COALESCE($8, error_code),
              error_message = COALESCE($9, error_message),
              last_polled_at = COALESCE($10, last_polled_at),
-             updated_at = $11
+             updated_at = $11,
+             next_poll_at = COALESCE($14, next_poll_at)
          WHERE attempt_id = $1 AND state = ANY($12) AND ($13::TEXT IS NULL OR transaction_id = $13)",
     )
     .bind(&c.attempt_id)
@@ -396,6 +399,7 @@ async fn update_attempt(
     .bind(unix_ms(c.updated_at))
     .bind(expected)
     .bind(of_order)
+    .bind(opt_ms(c.next_poll_at))
     .execute(conn)
     .await
     .map_err(pg_err)?;
@@ -830,8 +834,9 @@ impl Store for PgStore {
                  FROM new_order WHERE $42::text IS NOT NULL)
              INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url,
                  h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision,
-                 created_at, updated_at, last_polled_at)
-             SELECT $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36
+                 created_at, updated_at, last_polled_at, next_poll_at)
+             SELECT $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36,
+                 COALESCE($52, $34)
              FROM new_order",
         )
         .bind(&o.transaction_id)
@@ -885,6 +890,7 @@ impl Store for PgStore {
         .bind(risk.map(|d| d.fired_json.as_str()))
         .bind(risk.map(|d| d.rules_version))
         .bind(risk.map(|d| unix_ms(d.at)))
+        .bind(opt_ms(a.next_poll_at))
         .execute(&self.pool)
         .await
         .map_err(pg_err)?
@@ -981,19 +987,19 @@ impl Store for PgStore {
 
     async fn attempts_to_poll(
         &self,
-        polled_before: OffsetDateTime,
+        due_by: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>> {
         // The attempt-state list is spelled as in attempts_poll_idx's WHERE, so the partial index applies.
         let rows = sqlx::query(&format!(
             "{} WHERE a.state IN ('CREATED', 'PREPAID', 'UNKNOWN')
                AND o.state IN ('NOTPAY', 'PAYERROR')
-               AND (a.last_polled_at IS NULL OR a.last_polled_at < $1)
-             ORDER BY a.last_polled_at NULLS FIRST, a.created_at, a.attempt_id
+               AND a.next_poll_at <= $1
+             ORDER BY a.next_poll_at, a.attempt_id
              LIMIT $2",
             order_attempt_select()
         ))
-        .bind(unix_ms(polled_before))
+        .bind(unix_ms(due_by))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await

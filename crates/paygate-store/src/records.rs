@@ -266,6 +266,10 @@ pub struct AttemptRecord {
     pub updated_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_polled_at: Option<OffsetDateTime>,
+    /// When the poller is next to ask the channel about this attempt while it is pending;
+    /// `None` when inserted means at once (stored as `created_at`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_poll_at: Option<OffsetDateTime>,
 }
 
 /// A compare-and-set update of one attempt. `None` fields are left as they are.
@@ -282,6 +286,7 @@ pub struct AttemptChange {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub last_polled_at: Option<OffsetDateTime>,
+    pub next_poll_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
 }
 
@@ -305,6 +310,7 @@ impl AttemptChange {
             error_code: None,
             error_message: None,
             last_polled_at: None,
+            next_poll_at: None,
             updated_at: now,
         }
     }

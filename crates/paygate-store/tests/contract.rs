@@ -53,7 +53,7 @@ contract!(
     apply_order_change_rolls_back_when_the_attempt_cas_fails,
     apply_order_change_rolls_back_on_a_duplicate_notification,
     concurrent_apply_order_change_applies_exactly_once,
-    attempts_to_poll_filters_open_orders_and_orders_oldest_polled_first,
+    attempts_to_poll_filters_open_orders_and_orders_earliest_due_first,
     claim_notifications_leases_rows_and_rehands_them_after_expiry,
     concurrent_claimers_never_share_a_leased_row,
     finish_delivery_records_each_outcome,
@@ -716,13 +716,14 @@ async fn concurrent_apply_order_change_applies_exactly_once(db: Db) {
     );
 }
 
-async fn attempts_to_poll_filters_open_orders_and_orders_oldest_polled_first(db: Db) {
+async fn attempts_to_poll_filters_open_orders_and_orders_earliest_due_first(db: Db) {
     let s = db.open().await;
     let mk =
-        |tx: &str, id: &str, seq: i32, state: AttemptState, polled: Option<i64>, created: i64| {
+        |tx: &str, id: &str, seq: i32, state: AttemptState, next: Option<i64>, created: i64| {
             AttemptRecord {
                 state,
-                last_polled_at: polled.map(t),
+                // None: the store makes it due from its creation.
+                next_poll_at: next.map(t),
                 created_at: t(created),
                 ..attempt(id, tx, seq)
             }
@@ -803,8 +804,8 @@ async fn attempts_to_poll_filters_open_orders_and_orders_oldest_polled_first(db:
 
     let due = s.attempts_to_poll(t(300), 10).await.unwrap();
     let ids: Vec<&str> = due.iter().map(|(_, a)| a.attempt_id.as_str()).collect();
-    // Never polled first (by creation), then by last poll; d1 and i1 were polled too recently.
-    assert_eq!(ids, ["a1", "e1", "b1", "a2"]);
+    // Earliest due first (a1 and e1 from their creation); d1 is not due until 500.
+    assert_eq!(ids, ["a1", "e1", "b1", "a2", "i1"]);
     for (o, a) in &due {
         assert_eq!(o.transaction_id, a.transaction_id);
         assert_eq!(
@@ -815,16 +816,21 @@ async fn attempts_to_poll_filters_open_orders_and_orders_oldest_polled_first(db:
             Some(o)
         );
     }
-    let first_two: Vec<String> = s
-        .attempts_to_poll(t(300), 2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, a)| a.attempt_id)
-        .collect();
-    assert_eq!(first_two, ["a1", "e1"]);
+    assert_eq!(due[0].1.next_poll_at, Some(t(1)));
+    let ids_at = |due_by: i64, limit: u32| {
+        let s = Arc::clone(&s);
+        async move {
+            s.attempts_to_poll(t(due_by), limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, a)| a.attempt_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids_at(300, 2).await, ["a1", "e1"]);
 
-    // Polling an attempt moves it to the back of the queue.
+    // Asking about an attempt moves it to its next poll point; the visit is recorded too.
     let mut polled = AttemptChange::to(
         "a1",
         &[AttemptState::Created],
@@ -832,22 +838,18 @@ async fn attempts_to_poll_filters_open_orders_and_orders_oldest_polled_first(db:
         t(250),
     );
     polled.last_polled_at = Some(t(250));
+    polled.next_poll_at = Some(t(400));
     assert!(s.update_attempt(&polled).await.unwrap());
-    let ids: Vec<String> = s
-        .attempts_to_poll(t(300), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, a)| a.attempt_id)
-        .collect();
-    assert_eq!(ids, ["e1", "b1", "a2", "a1"]);
-    assert!(
-        s.attempts_to_poll(t(0), 10)
-            .await
-            .unwrap()
-            .iter()
-            .all(|(_, a)| a.last_polled_at.is_none())
+    assert_eq!(ids_at(300, 10).await, ["e1", "b1", "a2", "i1"]);
+    assert_eq!(ids_at(400, 10).await, ["e1", "b1", "a2", "i1", "a1"]);
+    let a1 = s.attempts("A").await.unwrap().remove(0);
+    assert_eq!(
+        (a1.last_polled_at, a1.next_poll_at),
+        (Some(t(250)), Some(t(400)))
     );
+    // Nothing is due before the earliest point, and the cut is inclusive.
+    assert!(ids_at(6, 10).await.is_empty());
+    assert_eq!(ids_at(7, 10).await, ["e1"]);
 }
 
 async fn claim_notifications_leases_rows_and_rehands_them_after_expiry(db: Db) {

@@ -305,8 +305,8 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
         conn,
         "INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, h5_url,
              prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at,
-             updated_at, last_polled_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             updated_at, last_polled_at, next_poll_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, COALESCE(?17, ?14))",
         params![
             a.attempt_id,
             a.transaction_id,
@@ -323,7 +323,8 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
             a.decision,
             unix_ms(a.created_at),
             unix_ms(a.updated_at),
-            opt_ms(a.last_polled_at)
+            opt_ms(a.last_polled_at),
+            opt_ms(a.next_poll_at)
         ],
     )
     .map(|_| ())
@@ -346,7 +347,8 @@ pub(super) fn update_attempt(
              error_code = COALESCE(?8, error_code),
              error_message = COALESCE(?9, error_message),
              last_polled_at = COALESCE(?10, last_polled_at),
-             updated_at = ?11
+             updated_at = ?11,
+             next_poll_at = COALESCE(?14, next_poll_at)
          WHERE attempt_id = ?1
            AND instr(?12, ',' || state || ',') > 0
            AND (?13 IS NULL OR transaction_id = ?13)",
@@ -363,7 +365,8 @@ pub(super) fn update_attempt(
             opt_ms(c.last_polled_at),
             unix_ms(c.updated_at),
             codec::state_list(&c.expected_states),
-            of_order
+            of_order,
+            opt_ms(c.next_poll_at)
         ],
     )?;
     Ok(n > 0)
@@ -456,23 +459,23 @@ fn insert_repair(conn: &Connection, r: &RepairRecord) -> Result<()> {
 
 pub(super) fn attempts_to_poll(
     conn: &Connection,
-    polled_before: OffsetDateTime,
+    due_by: OffsetDateTime,
     limit: u32,
 ) -> Result<Vec<(OrderRecord, AttemptRecord)>> {
     // The IN list is spelled out as in attempts_poll_idx's WHERE (a test in migrate.rs checks it),
-    // so SQLite uses the partial index; NULLs (never polled) sort first in ascending order.
+    // so SQLite walks the partial index from the earliest due.
     rows(
         conn,
         &format!(
             "{} WHERE a.state IN ('CREATED', 'PREPAID', 'UNKNOWN')
                AND o.state IN (?2, ?3)
-               AND (a.last_polled_at IS NULL OR a.last_polled_at < ?1)
-             ORDER BY a.last_polled_at, a.created_at, a.attempt_id
+               AND a.next_poll_at <= ?1
+             ORDER BY a.next_poll_at, a.attempt_id
              LIMIT ?4",
             *ORDER_ATTEMPT_SELECT
         ),
         params![
-            unix_ms(polled_before),
+            unix_ms(due_by),
             OrderState::Notpay.as_str(),
             OrderState::Payerror.as_str(),
             limit

@@ -240,6 +240,8 @@ pub fn attempt(attempt_id: &str, transaction_id: &str, seq: i32) -> AttemptRecor
         created_at: t(i64::from(seq)),
         updated_at: t(i64::from(seq)),
         last_polled_at: None,
+        // As the store keeps an attempt inserted without one: due from its creation.
+        next_poll_at: Some(t(i64::from(seq))),
     }
 }
 
