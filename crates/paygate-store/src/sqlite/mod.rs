@@ -202,9 +202,7 @@ fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, Store
     let conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
     conn.busy_timeout(Duration::from_millis(options.busy_timeout_ms))
         .map_err(sqlite_err)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(sqlite_err)?;
+    let mode = wal_mode(&conn, Duration::from_millis(options.busy_timeout_ms))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Database(format!(
             "SQLite refused WAL mode (journal_mode={mode})"
@@ -230,6 +228,24 @@ fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, Store
         .map_err(sqlite_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(conn)
+}
+
+/// Switches the file to WAL. SQLite answers this pragma SQLITE_BUSY at once, without its busy
+/// handler, while another connection is switching the same new file (several nodes starting
+/// together): it is retried until the busy timeout.
+fn wal_mode(conn: &Connection, busy_timeout: Duration) -> Result<String, StoreError> {
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answer => return answer.map_err(sqlite_err),
+        }
+    }
 }
 
 fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
