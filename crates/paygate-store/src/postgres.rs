@@ -534,46 +534,40 @@ async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<
     Ok(true)
 }
 
-async fn finish_delivery(
-    conn: &mut PgConnection,
-    d: &DeliveryRecord,
-    outcome: &DeliveryOutcome,
-) -> Result<()> {
+/// The attempt's record and the notification's next state in ONE statement (one round trip,
+/// its own transaction): the delivery row is inserted only from the row the update touched.
+async fn finish_delivery(pool: &PgPool, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
     let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
-    let updated = sqlx::query(
-        "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = $2,
-             delivered_at = COALESCE($3, delivered_at),
-             next_attempt_at = COALESCE($4, next_attempt_at)
-         WHERE id = $1",
+    let recorded = sqlx::query(
+        "WITH done AS (
+             UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = $2,
+                 delivered_at = COALESCE($3, delivered_at),
+                 next_attempt_at = COALESCE($4, next_attempt_at)
+             WHERE id = $1
+             RETURNING id)
+         INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
+         SELECT id, $5, $6, $7, $8, $9 FROM done",
     )
     .bind(&d.notification_id)
     .bind(state)
     .bind(delivered_at)
     .bind(next_attempt_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_err)?
-    .rows_affected();
-    if updated == 0 {
-        return Err(StoreError::Database(format!(
-            "no notification {:?}",
-            d.notification_id
-        )));
-    }
-    sqlx::query(
-        "INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&d.notification_id)
     .bind(d.attempt)
     .bind(unix_ms(d.at))
     .bind(d.http_status)
     .bind(&d.error)
     .bind(d.duration_ms)
-    .execute(conn)
+    .execute(pool)
     .await
-    .map(|_| ())
-    .map_err(pg_err)
+    .map_err(pg_err)?
+    .rows_affected();
+    if recorded == 0 {
+        return Err(StoreError::Database(format!(
+            "no notification {:?}",
+            d.notification_id
+        )));
+    }
+    Ok(())
 }
 
 /// The version check and both inserts of a rule set, inside the caller's transaction. Two
@@ -1164,11 +1158,7 @@ impl Store for PgStore {
     }
 
     async fn finish_delivery(&self, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        let step = finish_delivery(&mut tx, d, outcome)
-            .await
-            .map(|()| ((), true));
-        end_tx(tx, step).await
+        finish_delivery(&self.pool, d, outcome).await
     }
 
     async fn resend_notifications(&self, ids: &[String], now: OffsetDateTime) -> Result<u64> {
