@@ -41,6 +41,15 @@ impl RequestSnapshot {
             )
         })
     }
+
+    /// The order's notifications are signed with the platform key its prepay asked for: kept
+    /// on each notification row (`""`: none asked), so the outbox need not read the order.
+    /// `None` if the snapshot cannot be read; the outbox then reads the order itself.
+    pub fn answer_serial(order: &OrderRecord) -> Option<String> {
+        Self::of(order)
+            .ok()
+            .map(|s| s.wechatpay_serial.unwrap_or_default())
+    }
 }
 
 fn store_err(e: paygate_store::StoreError) -> ApiError {
@@ -937,6 +946,7 @@ fn paid_change(
             lease_until: None,
             created_at: t,
             delivered_at: None,
+            answer_serial: RequestSnapshot::answer_serial(order),
         }),
         repair,
         ledger: Some(crate::fees::payment_posting(order, &attempt.channel_id)?),

@@ -710,6 +710,7 @@ fn notification(refund: &RefundRecord, event_type: &str, t: OffsetDateTime) -> N
         lease_until: None,
         created_at: t,
         delivered_at: None,
+        answer_serial: None,
     }
 }
 

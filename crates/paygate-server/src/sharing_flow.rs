@@ -961,6 +961,7 @@ fn notification(
         lease_until: None,
         created_at: t,
         delivered_at: None,
+        answer_serial: crate::flow::RequestSnapshot::answer_serial(order),
     }
 }
 

@@ -353,15 +353,19 @@ async fn envelope(
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("merchant {} is gone", record.mchid))?
         .record;
-    let requested = match app
-        .store
-        .get_order_by_transaction_id(&record.transaction_id)
-        .await
-    {
-        Ok(Some(order)) => RequestSnapshot::of(&order)
-            .ok()
-            .and_then(|s| s.wechatpay_serial),
-        _ => None,
+    let requested = match &record.answer_serial {
+        // Recorded with the notification: no read of the order per delivery.
+        Some(serial) => Some(serial.clone()).filter(|s| !s.is_empty()),
+        None => match app
+            .store
+            .get_order_by_transaction_id(&record.transaction_id)
+            .await
+        {
+            Ok(Some(order)) => RequestSnapshot::of(&order)
+                .ok()
+                .and_then(|s| s.wechatpay_serial),
+            _ => None,
+        },
     };
     let (original_type, summary) = match record.event_type.as_str() {
         "REFUND.SUCCESS" => ("refund", "退款成功"),

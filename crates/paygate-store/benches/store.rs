@@ -105,6 +105,7 @@ fn paid(transaction_id: &str) -> OrderChange {
             lease_until: None,
             created_at: at,
             delivered_at: None,
+            answer_serial: None,
         }),
         repair: None,
         ledger: None,

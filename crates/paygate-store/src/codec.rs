@@ -31,7 +31,7 @@ pub(crate) const RULE_AUDIT_COLS: &str = "version, author, at, comment, changes_
 pub(crate) const REPAIR_COLS: &str =
     "id, transaction_id, source, way, before_state, after_state, detail, at";
 pub(crate) const NOTIFICATION_COLS: &str = "id, mchid, transaction_id, event_type, url, plaintext, state, attempts, \
-     next_attempt_at, lease_until, created_at, delivered_at";
+     next_attempt_at, lease_until, created_at, delivered_at, answer_serial";
 pub(crate) const DELIVERY_COLS: &str =
     "notification_id, attempt, at, http_status, error, duration_ms";
 
@@ -327,6 +327,7 @@ pub(crate) fn notification(r: &impl Cols) -> Result<NotificationRecord, StoreErr
         lease_until: r.opt_time(9)?,
         created_at: r.time(10)?,
         delivered_at: r.opt_time(11)?,
+        answer_serial: r.opt_text(12)?,
     })
 }
 

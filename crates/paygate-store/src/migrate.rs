@@ -71,6 +71,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "attempts_next_poll",
         sql: include_str!("../migrations/sqlite/0012_attempts_next_poll.sql"),
     },
+    Migration {
+        version: 13,
+        name: "notifications_answer_serial",
+        sql: include_str!("../migrations/sqlite/0013_notifications_answer_serial.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -133,6 +138,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 12,
         name: "attempts_next_poll",
         sql: include_str!("../migrations/postgres/0012_attempts_next_poll.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "notifications_answer_serial",
+        sql: include_str!("../migrations/postgres/0013_notifications_answer_serial.sql"),
     },
 ];
 

@@ -409,8 +409,8 @@ async fn update_attempt(
 async fn insert_notification(conn: &mut PgConnection, n: &NotificationRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO notifications (id, mchid, transaction_id, event_type, url, plaintext, state, attempts,
-             next_attempt_at, lease_until, created_at, delivered_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             next_attempt_at, lease_until, created_at, delivered_at, answer_serial)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&n.id)
     .bind(&n.mchid)
@@ -424,6 +424,7 @@ async fn insert_notification(conn: &mut PgConnection, n: &NotificationRecord) ->
     .bind(opt_ms(n.lease_until))
     .bind(unix_ms(n.created_at))
     .bind(opt_ms(n.delivered_at))
+    .bind(&n.answer_serial)
     .execute(conn)
     .await
     .map(|_| ())
@@ -536,7 +537,11 @@ async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<
 
 /// The attempt's record and the notification's next state in ONE statement (one round trip,
 /// its own transaction): the delivery row is inserted only from the row the update touched.
-async fn finish_delivery(pool: &PgPool, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
+async fn finish_delivery(
+    pool: &PgPool,
+    d: &DeliveryRecord,
+    outcome: &DeliveryOutcome,
+) -> Result<()> {
     let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
     let recorded = sqlx::query(
         "WITH done AS (

@@ -369,6 +369,11 @@ pub struct NotificationRecord {
     pub created_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub delivered_at: Option<OffsetDateTime>,
+    /// The platform key the merchant asked for when it created the order (its prepay's
+    /// `Wechatpay-Serial`), which signs the deliveries: `Some("")` none was asked for; `None`
+    /// not recorded (refunds, rows from before migration 13): the outbox reads the order.
+    #[serde(default)]
+    pub answer_serial: Option<String>,
 }
 
 /// One delivery attempt, for the delivery log.

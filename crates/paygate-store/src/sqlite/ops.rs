@@ -418,8 +418,8 @@ fn insert_notification(conn: &Connection, n: &NotificationRecord) -> Result<()> 
     execute(
         conn,
         "INSERT INTO notifications (id, mchid, transaction_id, event_type, url, plaintext, state, attempts,
-             next_attempt_at, lease_until, created_at, delivered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             next_attempt_at, lease_until, created_at, delivered_at, answer_serial)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             n.id,
             n.mchid,
@@ -432,7 +432,8 @@ fn insert_notification(conn: &Connection, n: &NotificationRecord) -> Result<()> 
             unix_ms(n.next_attempt_at),
             opt_ms(n.lease_until),
             unix_ms(n.created_at),
-            opt_ms(n.delivered_at)
+            opt_ms(n.delivered_at),
+            n.answer_serial
         ],
     )
     .map(|_| ())

@@ -259,6 +259,7 @@ pub fn notification(id: &str, transaction_id: &str, due_ms: i64) -> Notification
         lease_until: None,
         created_at: t(due_ms),
         delivered_at: None,
+        answer_serial: Some("PUB_KEY_ID_0000000000000000000000000001".into()),
     }
 }
 
