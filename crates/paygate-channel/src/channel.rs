@@ -33,6 +33,13 @@ pub enum CloseOutcome {
     AlreadyPaid,
 }
 
+/// A prepay signed and not yet sent ([`WxChannel::sign_prepay`]).
+#[derive(Debug)]
+pub struct SignedPrepay {
+    trade_type: paygate_wxpay::models::payments::TradeType,
+    request: paygate_wxpay::client::SignedRequest,
+}
+
 /// A WeChat Pay v3 channel: one upstream account. Cheap to clone and share.
 #[derive(Clone)]
 pub struct WxChannel {
@@ -162,8 +169,24 @@ impl WxChannel {
 
     /// Places (or, with identical parameters, refreshes) the prepay of one attempt.
     pub async fn prepay(&self, p: &ChannelPrepay) -> Result<PrepayCredential, ChannelError> {
+        self.send_prepay(self.sign_prepay(p)?).await
+    }
+
+    /// The prepay of one attempt, signed but not sent (see [`WxClient::sign`]).
+    pub fn sign_prepay(&self, p: &ChannelPrepay) -> Result<SignedPrepay, ChannelError> {
         let request = transform::prepay_request(&self.inner.config, p)?;
-        let response = self.send(&request).await?;
+        Ok(SignedPrepay {
+            trade_type: p.trade_type,
+            request: self
+                .inner
+                .client
+                .sign(request.method, &request.target, &request.body)?,
+        })
+    }
+
+    /// Sends a prepay made by [`WxChannel::sign_prepay`].
+    pub async fn send_prepay(&self, p: SignedPrepay) -> Result<PrepayCredential, ChannelError> {
+        let response = self.inner.client.send_signed(p.request).await?;
         transform::prepay_credential(p.trade_type, &response.body)
     }
 

@@ -46,7 +46,7 @@ pub mod profitsharing;
 pub mod transform;
 
 pub use callback::{CallbackError, CallbackEvent};
-pub use channel::{CloseOutcome, WxChannel};
+pub use channel::{CloseOutcome, SignedPrepay, WxChannel};
 pub use config::{ChannelConfig, ChannelKind, ConfigError};
 pub use error::{ChannelError, ErrorAction};
 pub use paygate_wxpay::paysign::{AppPayParams, JsapiPayParams};

@@ -325,13 +325,20 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
             d,
         )
     });
-    match app
-        .store
-        .create_order_with_risk(&order, &attempt, risk_record.as_ref())
-        .await
-        .map_err(store_err)?
-    {
-        CreateOrder::Created => drive(app, &call.merchant, &order, attempt, started).await,
+    // The channel request is signed while the order's commit waits for its fsync (the
+    // signature is the costly part of the call); it is sent only once the order is durable.
+    // A signing failure is met again, and recorded, when the call is made the usual way.
+    let (created, signed) = tokio::join!(
+        app.store
+            .create_order_with_risk(&order, &attempt, risk_record.as_ref()),
+        async {
+            sign_prepay(app, &call.merchant, &order, &attempt)
+                .ok()
+                .and_then(Result::ok)
+        }
+    );
+    match created.map_err(store_err)? {
+        CreateOrder::Created => drive(app, &call.merchant, &order, attempt, signed, started).await,
         CreateOrder::Exists(existing) => {
             prepay_existing(app, &call.merchant, existing, &order.fingerprint, started).await
         }
@@ -381,7 +388,7 @@ async fn prepay_existing(
         // Expired credential, or an outcome never learnt: the same attempt again, with the
         // same parameters, which the channel answers idempotently (§4.6).
         AttemptState::Prepaid | AttemptState::Created | AttemptState::Unknown => {
-            drive(app, merchant, &order, latest, started).await
+            drive(app, merchant, &order, latest, None, started).await
         }
         // Every earlier attempt is FAILED (nothing at its channel) or CLOSED there: a new
         // attempt cannot make a second collectable order.
@@ -391,7 +398,7 @@ async fn prepay_existing(
                 .insert_attempt(&attempt)
                 .await
                 .map_err(store_err)?;
-            drive(app, merchant, &order, attempt, started).await
+            drive(app, merchant, &order, attempt, None, started).await
         }
         AttemptState::Paid => Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付")),
     }
@@ -410,6 +417,7 @@ async fn drive(
     merchant: &MerchantRecord,
     order: &OrderRecord,
     first: AttemptRecord,
+    mut signed: Option<paygate_channel::SignedPrepay>,
     started: std::time::Instant,
 ) -> Result<Credential, ApiError> {
     let bounds = app.routing.bounds.clone();
@@ -420,7 +428,8 @@ async fn drive(
     let mut channels_used = 1;
     let mut same_attempt_retries = 0;
     loop {
-        let error = match call_channel(app, merchant, order, &attempt, trade, deadline).await? {
+        let call = call_channel(app, merchant, order, &attempt, signed.take(), deadline);
+        let error = match call.await? {
             Ok(credential) => return Ok(credential),
             Err(e) => e,
         };
@@ -489,14 +498,20 @@ async fn call_channel(
     merchant: &MerchantRecord,
     order: &OrderRecord,
     attempt: &AttemptRecord,
-    trade: TradeType,
+    signed: Option<paygate_channel::SignedPrepay>,
     deadline: std::time::Instant,
 ) -> Result<Result<Credential, ChannelError>, ApiError> {
+    let trade = trade_of(order)?;
     let channel = app.channel(&attempt.channel_id)?;
-    let sub = sub_at(app, merchant, &attempt.channel_id)?;
-    let request = channel_prepay(order, attempt, sub, trade)?;
+    let signed = match signed {
+        Some(signed) => Ok(signed),
+        None => sign_prepay(app, merchant, order, attempt)?,
+    };
     let called = std::time::Instant::now();
-    let result = within(deadline, channel.prepay(&request)).await;
+    let result = match signed {
+        Ok(signed) => within(deadline, channel.send_prepay(signed)).await,
+        Err(e) => Err(e),
+    };
     let latency_ms = u32::try_from(called.elapsed().as_millis()).unwrap_or(u32::MAX);
     if let Some(outcome) = outcome_of(&result, latency_ms) {
         app.routing.record(&attempt.channel_id, trade, outcome);
@@ -558,6 +573,21 @@ async fn call_channel(
             Ok(Err(e))
         }
     }
+}
+
+/// The attempt's prepay request to its channel, signed (not sent). `Err` for the gateway's
+/// own failures (configuration); a request the channel cannot build or sign is a channel
+/// error, recorded on the attempt like any other.
+fn sign_prepay(
+    app: &AppState,
+    merchant: &MerchantRecord,
+    order: &OrderRecord,
+    attempt: &AttemptRecord,
+) -> Result<Result<paygate_channel::SignedPrepay, ChannelError>, ApiError> {
+    let channel = app.channel(&attempt.channel_id)?;
+    let sub = sub_at(app, merchant, &attempt.channel_id)?;
+    let request = channel_prepay(order, attempt, sub, trade_of(order)?)?;
+    Ok(channel.sign_prepay(&request))
 }
 
 /// Why a channel call was cut off: the request's deadline, not the channel's timeout.

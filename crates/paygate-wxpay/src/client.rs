@@ -198,6 +198,20 @@ impl WxClient {
         path_and_query: &str,
         body: &[u8],
     ) -> Result<WxResponse, ClientError> {
+        self.dispatch(self.sign(method, path_and_query, body)?)
+            .await
+    }
+
+    /// Signs a request without sending it: the signature is the costly part of a call, and
+    /// can be made while something else is awaited (the gateway signs a prepay while the
+    /// order's commit waits for its fsync), the request sent after with
+    /// [`WxClient::send_signed`]. Its timestamp is the signing time (WeChat allows ±5 min).
+    pub fn sign(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<SignedRequest, ClientError> {
         let url = format!(
             "{}{}",
             self.base_url,
@@ -218,19 +232,40 @@ impl WxClient {
         .map_err(|e| ClientError::Config(format!("signing failed: {e}")))?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(SignedRequest {
+            method,
+            url,
+            authorization: auth.to_header_value(),
+            body: body.to_vec(),
+        })
+    }
+
+    /// Sends a request made by [`WxClient::sign`] and checks the answer's signature, as
+    /// [`WxClient::send`] does.
+    pub async fn send_signed(&self, request: SignedRequest) -> Result<WxResponse, ClientError> {
+        let response = self.dispatch(request).await?;
+        self.verify(&response)?;
+        Ok(response)
+    }
+
+    async fn dispatch(&self, request: SignedRequest) -> Result<WxResponse, ClientError> {
+        let SignedRequest {
+            method,
+            url,
+            authorization,
+            body,
+        } = request;
         let mut req = self
             .http
             .request(method, &url)
-            .header("Authorization", auth.to_header_value())
+            .header("Authorization", authorization)
             .header("Accept", "application/json")
             .header(
                 "User-Agent",
                 concat!("paygate-wxpay/", env!("CARGO_PKG_VERSION")),
             );
         if !body.is_empty() {
-            req = req
-                .header("Content-Type", "application/json")
-                .body(body.to_vec());
+            req = req.header("Content-Type", "application/json").body(body);
         }
         if let Some(serial) = &self.wechatpay_serial {
             req = req.header("Wechatpay-Serial", serial);
@@ -369,6 +404,15 @@ fn api_error(response: &WxResponse) -> ClientError {
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// A signed request not yet sent ([`WxClient::sign`]).
+#[derive(Debug)]
+pub struct SignedRequest {
+    method: reqwest::Method,
+    url: String,
+    authorization: String,
+    body: Vec<u8>,
 }
 
 /// Percent-encodes one path segment the way Go's `url.PathEscape` does, so ids with `|`
