@@ -332,7 +332,7 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         app.store
             .create_order_with_risk(&order, &attempt, risk_record.as_ref()),
         async {
-            sign_prepay(app, &call.merchant, &order, &attempt)
+            sign_prepay(app, &call.merchant, &order, &attempt, call.trade)
                 .ok()
                 .and_then(Result::ok)
         }
@@ -428,7 +428,15 @@ async fn drive(
     let mut channels_used = 1;
     let mut same_attempt_retries = 0;
     loop {
-        let call = call_channel(app, merchant, order, &attempt, signed.take(), deadline);
+        let call = call_channel(
+            app,
+            merchant,
+            order,
+            &attempt,
+            trade,
+            signed.take(),
+            deadline,
+        );
         let error = match call.await? {
             Ok(credential) => return Ok(credential),
             Err(e) => e,
@@ -498,14 +506,14 @@ async fn call_channel(
     merchant: &MerchantRecord,
     order: &OrderRecord,
     attempt: &AttemptRecord,
+    trade: TradeType,
     signed: Option<paygate_channel::SignedPrepay>,
     deadline: std::time::Instant,
 ) -> Result<Result<Credential, ChannelError>, ApiError> {
-    let trade = trade_of(order)?;
     let channel = app.channel(&attempt.channel_id)?;
     let signed = match signed {
         Some(signed) => Ok(signed),
-        None => sign_prepay(app, merchant, order, attempt)?,
+        None => sign_prepay(app, merchant, order, attempt, trade)?,
     };
     let called = std::time::Instant::now();
     let result = match signed {
@@ -583,10 +591,11 @@ fn sign_prepay(
     merchant: &MerchantRecord,
     order: &OrderRecord,
     attempt: &AttemptRecord,
+    trade: TradeType,
 ) -> Result<Result<paygate_channel::SignedPrepay, ChannelError>, ApiError> {
     let channel = app.channel(&attempt.channel_id)?;
     let sub = sub_at(app, merchant, &attempt.channel_id)?;
-    let request = channel_prepay(order, attempt, sub, trade_of(order)?)?;
+    let request = channel_prepay(order, attempt, sub, trade)?;
     Ok(channel.sign_prepay(&request))
 }
 

@@ -535,7 +535,7 @@ async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<
     Ok(true)
 }
 
-/// The attempt's record and the notification's next state in ONE statement (one round trip,
+/// A delivery's record and its notification's next state in ONE statement (one round trip,
 /// its own transaction): the delivery row is inserted only from the row the update touched.
 async fn finish_delivery(
     pool: &PgPool,
