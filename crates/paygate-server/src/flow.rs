@@ -12,7 +12,10 @@ use paygate_store::{
     AttemptChange, AttemptRecord, AttemptState, CreateOrder, MerchantRecord, NotificationRecord,
     NotificationState, OrderChange, OrderRecord, OrderState, RepairRecord,
 };
-use paygate_wxpay::models::payments::{PrepayRequest, TradeState, TradeType, Transaction};
+use paygate_wxpay::models::payments::{
+    CodeUrlResponse, H5UrlResponse, PrepayIdResponse, PrepayRequest, TradeState, TradeType,
+    Transaction,
+};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -143,6 +146,53 @@ pub enum Credential {
     H5Url(String),
 }
 
+impl Credential {
+    /// The V3 answer's body: `{"prepay_id"}`, `{"code_url"}` or `{"h5_url"}`.
+    pub fn answer_body(&self) -> Result<Vec<u8>, ApiError> {
+        let body = match self {
+            Credential::PrepayId(p) => serde_json::to_vec(&PrepayIdResponse {
+                prepay_id: p.clone(),
+            }),
+            Credential::CodeUrl(c) => serde_json::to_vec(&CodeUrlResponse {
+                code_url: c.clone(),
+            }),
+            Credential::H5Url(h) => serde_json::to_vec(&H5UrlResponse { h5_url: h.clone() }),
+        };
+        body.map_err(|e| ApiError::new(ErrorCode::SystemError, e.to_string()))
+    }
+}
+
+/// A prepay's answer, and its signed headers when they were made while the PREPAID commit
+/// waited for its fsync (see `presign`).
+pub struct Prepaid {
+    pub credential: Credential,
+    pub presigned: Option<paygate_http::PreSigned>,
+}
+
+impl From<Credential> for Prepaid {
+    fn from(credential: Credential) -> Self {
+        Self {
+            credential,
+            presigned: None,
+        }
+    }
+}
+
+/// The merchant's answer signed ahead, with the key the HTTP layer will pick for this
+/// request: the signature then overlaps the PREPAID commit instead of following it. `None`
+/// if it cannot be made; the layer signs as usual then (and also whenever its key or the
+/// bytes it sends differ).
+fn presign(
+    app: &AppState,
+    answer_serial: Option<&str>,
+    credential: &Credential,
+) -> Option<paygate_http::PreSigned> {
+    let body = credential.answer_body().ok()?;
+    let keys = app.keys.current();
+    let (key, serial) = keys.answer_key(answer_serial);
+    paygate_http::PreSigned::new(key, serial, body.into()).ok()
+}
+
 fn credential_of(attempt: &AttemptRecord) -> Option<Credential> {
     if let Some(p) = &attempt.prepay_id {
         return Some(Credential::PrepayId(p.clone()));
@@ -251,7 +301,7 @@ fn trade_of(order: &OrderRecord) -> Result<TradeType, ApiError> {
 }
 
 /// §4.1/§4.6: prepay, idempotent by `(mchid, out_trade_no)`.
-pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiError> {
+pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Prepaid, ApiError> {
     let started = std::time::Instant::now();
     let mchid = call.merchant.mchid.clone();
     let out_trade_no = call.request.out_trade_no.clone();
@@ -265,7 +315,7 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         .await
         .map_err(store_err)?
     {
-        return prepay_existing(app, &call.merchant, existing, &fingerprint, started).await;
+        return prepay_existing(app, &call, existing, &fingerprint, started).await;
     }
     // Risk control decides on a new order, before anything reaches a channel (a blocked
     // payment answers 403 RULE_LIMIT here); re-submissions were decided when created.
@@ -338,20 +388,34 @@ pub async fn prepay(app: &AppState, call: PrepayCall) -> Result<Credential, ApiE
         }
     );
     match created.map_err(store_err)? {
-        CreateOrder::Created => drive(app, &call.merchant, &order, attempt, signed, started).await,
+        CreateOrder::Created => {
+            let serial = call.wechatpay_serial.as_deref();
+            drive(
+                app,
+                &call.merchant,
+                &order,
+                attempt,
+                signed,
+                serial,
+                started,
+            )
+            .await
+        }
         CreateOrder::Exists(existing) => {
-            prepay_existing(app, &call.merchant, existing, &order.fingerprint, started).await
+            prepay_existing(app, &call, existing, &order.fingerprint, started).await
         }
     }
 }
 
 async fn prepay_existing(
     app: &AppState,
-    merchant: &MerchantRecord,
+    call: &PrepayCall,
     order: OrderRecord,
     fingerprint: &str,
     started: std::time::Instant,
-) -> Result<Credential, ApiError> {
+) -> Result<Prepaid, ApiError> {
+    let merchant = &call.merchant;
+    let serial = call.wechatpay_serial.as_deref();
     if order.fingerprint != fingerprint {
         return Err(ApiError::new(
             ErrorCode::OutTradeNoUsed,
@@ -381,14 +445,14 @@ async fn prepay_existing(
     };
     match latest.state {
         AttemptState::Prepaid if latest.prepay_expires_at.is_some_and(|exp| now() < exp) => {
-            credential_of(&latest).ok_or_else(|| {
+            credential_of(&latest).map(Prepaid::from).ok_or_else(|| {
                 ApiError::new(ErrorCode::SystemError, "prepaid attempt without credential")
             })
         }
         // Expired credential, or an outcome never learnt: the same attempt again, with the
         // same parameters, which the channel answers idempotently (§4.6).
         AttemptState::Prepaid | AttemptState::Created | AttemptState::Unknown => {
-            drive(app, merchant, &order, latest, None, started).await
+            drive(app, merchant, &order, latest, None, serial, started).await
         }
         // Every earlier attempt is FAILED (nothing at its channel) or CLOSED there: a new
         // attempt cannot make a second collectable order.
@@ -398,7 +462,7 @@ async fn prepay_existing(
                 .insert_attempt(&attempt)
                 .await
                 .map_err(store_err)?;
-            drive(app, merchant, &order, attempt, None, started).await
+            drive(app, merchant, &order, attempt, None, serial, started).await
         }
         AttemptState::Paid => Err(ApiError::new(ErrorCode::OrderPaid, "订单已支付")),
     }
@@ -418,8 +482,9 @@ async fn drive(
     order: &OrderRecord,
     first: AttemptRecord,
     mut signed: Option<paygate_channel::SignedPrepay>,
+    answer_serial: Option<&str>,
     started: std::time::Instant,
-) -> Result<Credential, ApiError> {
+) -> Result<Prepaid, ApiError> {
     let bounds = app.routing.bounds.clone();
     let deadline = started + bounds.deadline;
     let trade = trade_of(order)?;
@@ -435,10 +500,11 @@ async fn drive(
             &attempt,
             trade,
             signed.take(),
+            answer_serial,
             deadline,
         );
         let error = match call.await? {
-            Ok(credential) => return Ok(credential),
+            Ok(prepaid) => return Ok(prepaid),
             Err(e) => e,
         };
         let closed_there = closed_at_channel(&error);
@@ -508,8 +574,9 @@ async fn call_channel(
     attempt: &AttemptRecord,
     trade: TradeType,
     signed: Option<paygate_channel::SignedPrepay>,
+    answer_serial: Option<&str>,
     deadline: std::time::Instant,
-) -> Result<Result<Credential, ChannelError>, ApiError> {
+) -> Result<Result<Prepaid, ChannelError>, ApiError> {
     let channel = app.channel(&attempt.channel_id)?;
     let signed = match signed {
         Some(signed) => Ok(signed),
@@ -549,7 +616,12 @@ async fn call_channel(
                     Credential::H5Url(h)
                 }
             };
-            if !app.store.update_attempt(&change).await.map_err(store_err)? {
+            // The answer is signed while the commit waits for its fsync; it is handed out
+            // only once the credential is durable.
+            let (updated, presigned) = tokio::join!(app.store.update_attempt(&change), async {
+                presign(app, answer_serial, &answer)
+            });
+            if !updated.map_err(store_err)? {
                 // Settled or paid meanwhile (a poller elsewhere): never hand out its credential.
                 return Err(ApiError::new(
                     ErrorCode::SystemError,
@@ -557,7 +629,10 @@ async fn call_channel(
                 ));
             }
             app.routing.add_volume(&attempt.channel_id, order.total_fen);
-            Ok(Ok(answer))
+            Ok(Ok(Prepaid {
+                credential: answer,
+                presigned,
+            }))
         }
         Err(e) => {
             let state = match &e {

@@ -243,5 +243,7 @@ async fn sign(
 ) -> Response {
     let keys = app.keys.current();
     let (key, serial) = keys.answer_key(requested_serial);
-    paygate_http::sign_answer(response, key, serial, request_id).await
+    let (response, signing) = paygate_http::sign_answer(response, key, serial, request_id).await;
+    app.metrics.observe_answer_signing(signing);
+    response
 }

@@ -16,15 +16,12 @@ use paygate_wxpay::certificates::build_certificates_response;
 use paygate_wxpay::crypto::aead::AeadAlgorithm;
 use paygate_wxpay::models::bills::parse_query_validated;
 use paygate_wxpay::models::certificates::{AlgorithmType, CertificatesQuery};
-use paygate_wxpay::models::payments::{
-    CloseRequest, CodeUrlResponse, H5UrlResponse, PrepayIdResponse, PrepayRequest, QueryOrderQuery,
-    TradeType,
-};
+use paygate_wxpay::models::payments::{CloseRequest, PrepayRequest, QueryOrderQuery, TradeType};
 use paygate_wxpay::models::refunds::{RefundQuery, RefundRequest};
 use paygate_wxpay::rules::{Validate, parse_json};
 use serde::Deserialize;
 
-use crate::flow::{self, Credential, PrepayCall};
+use crate::flow::{self, PrepayCall};
 use crate::http::{ApiFail, ApiResult, AppState, Caller, internal, no_content, ok_json};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -88,10 +85,13 @@ async fn prepay(
         request,
         wechatpay_serial: caller.wechatpay_serial,
     };
-    match flow::prepay(&app, call).await? {
-        Credential::PrepayId(prepay_id) => ok_json(&PrepayIdResponse { prepay_id }),
-        Credential::CodeUrl(code_url) => ok_json(&CodeUrlResponse { code_url }),
-        Credential::H5Url(h5_url) => ok_json(&H5UrlResponse { h5_url }),
+    let prepaid = flow::prepay(&app, call).await?;
+    match prepaid.presigned {
+        Some(presigned) => Ok(presigned.into_response()),
+        None => Ok(paygate_http::json_response(
+            axum::http::StatusCode::OK,
+            prepaid.credential.answer_body()?,
+        )),
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Metrics {
     risk: Mutex<BTreeMap<String, u64>>,
     outbox_lag_ms: AtomicI64,
     outbox_claimed_total: AtomicU64,
+    answers_signed_ahead: AtomicU64,
+    answers_signed_at_answer: AtomicU64,
 }
 
 /// The route template of a merchant-API path, so ids do not explode the label space.
@@ -69,6 +71,16 @@ pub fn endpoint(method: &str, path: &str) -> String {
 }
 
 impl Metrics {
+    /// Signed answers by when they were signed: ahead (overlapping a commit) or as they left.
+    pub fn observe_answer_signing(&self, signing: paygate_http::Signing) {
+        let counter = match signing {
+            paygate_http::Signing::Ahead => &self.answers_signed_ahead,
+            paygate_http::Signing::AtAnswer => &self.answers_signed_at_answer,
+            paygate_http::Signing::Unsigned => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `elapsed` is the whole answer, `upstream` the part spent waiting on channels.
     pub fn observe_request(
         &self,
@@ -168,6 +180,22 @@ impl Metrics {
             &ADDED_BUCKETS_S,
             &self.added.lock().unwrap_or_else(|p| p.into_inner()),
         );
+        let _ = writeln!(
+            out,
+            "# HELP paygate_answers_signed_total Signed merchant answers: signed ahead, while a \
+             commit waited (prepay), or as they left."
+        );
+        let _ = writeln!(out, "# TYPE paygate_answers_signed_total counter");
+        for (when, n) in [
+            ("ahead", &self.answers_signed_ahead),
+            ("at_answer", &self.answers_signed_at_answer),
+        ] {
+            let _ = writeln!(
+                out,
+                "paygate_answers_signed_total{{when=\"{when}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP paygate_notifications_total Merchant notification delivery attempts by outcome."

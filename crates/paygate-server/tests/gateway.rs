@@ -711,6 +711,11 @@ async fn metrics_count_requests_by_endpoint_and_code_and_deliveries() {
     })
     .await;
     assert!(text.contains("paygate_http_requests_total{endpoint=\"POST /v3/pay/transactions/native\",code=\"200\"} 1"), "{text}");
+    // The prepay's answer was signed while its PREPAID commit waited, not after.
+    assert!(
+        text.contains("paygate_answers_signed_total{when=\"ahead\"} 1\n"),
+        "{text}"
+    );
     // The store's pool gauges, labelled with the backend under test.
     assert!(
         text.contains(&format!(

@@ -238,7 +238,9 @@ async fn finish(
         );
         (key.clone(), serial.to_string())
     };
-    paygate_http::sign_answer(response, &key, &serial, &request_id).await
+    paygate_http::sign_answer(response, &key, &serial, &request_id)
+        .await
+        .0
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
