@@ -339,8 +339,7 @@ async fn insert_attempt(conn: &mut PgConnection, a: &AttemptRecord) -> Result<()
         "INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, h5_url,
              prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at,
              updated_at, last_polled_at, next_poll_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-             COALESCE($17, $14))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&a.attempt_id)
     .bind(&a.transaction_id)
@@ -358,7 +357,7 @@ async fn insert_attempt(conn: &mut PgConnection, a: &AttemptRecord) -> Result<()
     .bind(unix_ms(a.created_at))
     .bind(unix_ms(a.updated_at))
     .bind(opt_ms(a.last_polled_at))
-    .bind(opt_ms(a.next_poll_at))
+    .bind(opt_ms(a.poll_schedule()))
     .execute(conn)
     .await
     .map(|_| ())
@@ -383,7 +382,8 @@ async fn update_attempt(
              error_message = COALESCE($9, error_message),
              last_polled_at = COALESCE($10, last_polled_at),
              updated_at = $11,
-             next_poll_at = COALESCE($14, next_poll_at)
+             -- A final attempt leaves the poll index (its WHERE is next_poll_at IS NOT NULL).
+             next_poll_at = CASE WHEN $15 THEN COALESCE($14, next_poll_at) END
          WHERE attempt_id = $1 AND state = ANY($12) AND ($13::TEXT IS NULL OR transaction_id = $13)",
     )
     .bind(&c.attempt_id)
@@ -400,6 +400,7 @@ async fn update_attempt(
     .bind(expected)
     .bind(of_order)
     .bind(opt_ms(c.next_poll_at))
+    .bind(c.new_state.is_pending())
     .execute(conn)
     .await
     .map_err(pg_err)?;
@@ -835,7 +836,7 @@ impl Store for PgStore {
                  h5_url, prepay_expires_at, channel_transaction_id, error_code, error_message, decision,
                  created_at, updated_at, last_polled_at, next_poll_at)
              SELECT $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36,
-                 COALESCE($52, $34)
+                 $52
              FROM new_order",
         )
         .bind(&o.transaction_id)
@@ -889,7 +890,7 @@ impl Store for PgStore {
         .bind(risk.map(|d| d.fired_json.as_str()))
         .bind(risk.map(|d| d.rules_version))
         .bind(risk.map(|d| unix_ms(d.at)))
-        .bind(opt_ms(a.next_poll_at))
+        .bind(opt_ms(a.poll_schedule()))
         .execute(&self.pool)
         .await
         .map_err(pg_err)?
@@ -989,7 +990,7 @@ impl Store for PgStore {
         due_by: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<(OrderRecord, AttemptRecord)>> {
-        // The attempt-state list is spelled as in attempts_poll_idx's WHERE, so the partial index applies.
+        // `next_poll_at <= $1` implies the partial index's `next_poll_at IS NOT NULL` (migrate.rs).
         let rows = sqlx::query(&format!(
             "{} WHERE a.state IN ('CREATED', 'PREPAID', 'UNKNOWN')
                AND o.state IN ('NOTPAY', 'PAYERROR')

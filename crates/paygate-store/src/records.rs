@@ -228,6 +228,15 @@ impl AttemptState {
         }
     }
 
+    /// Its outcome may still change at the channel: the poller keeps asking (it has a
+    /// `next_poll_at`). FAILED, CLOSED and PAID are final and carry no schedule.
+    pub fn is_pending(&self) -> bool {
+        matches!(
+            self,
+            AttemptState::Created | AttemptState::Prepaid | AttemptState::Unknown
+        )
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "CREATED" => AttemptState::Created,
@@ -267,9 +276,20 @@ pub struct AttemptRecord {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_polled_at: Option<OffsetDateTime>,
     /// When the poller is next to ask the channel about this attempt while it is pending;
-    /// `None` when inserted means at once (stored as `created_at`).
+    /// `None` when inserted means at once (stored as `created_at`). A final attempt has none
+    /// (stored NULL whatever is given), so it is not in the poll index.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub next_poll_at: Option<OffsetDateTime>,
+}
+
+impl AttemptRecord {
+    /// The `next_poll_at` the stores keep for it: its own or its creation while pending,
+    /// none once final.
+    pub fn poll_schedule(&self) -> Option<OffsetDateTime> {
+        self.state
+            .is_pending()
+            .then(|| self.next_poll_at.unwrap_or(self.created_at))
+    }
 }
 
 /// A compare-and-set update of one attempt. `None` fields are left as they are.

@@ -850,6 +850,26 @@ async fn attempts_to_poll_filters_open_orders_and_orders_earliest_due_first(db: 
     // Nothing is due before the earliest point, and the cut is inclusive.
     assert!(ids_at(6, 10).await.is_empty());
     assert_eq!(ids_at(7, 10).await, ["e1"]);
+
+    // Final attempts carry no schedule (they are not in the poll index): inserted final,
+    // whatever was given, or moved there later. A pending move keeps the schedule.
+    let a3 = s.attempts("A").await.unwrap().remove(2);
+    assert_eq!((a3.attempt_id.as_str(), a3.next_poll_at), ("a3", None));
+    let mut prepaid = AttemptChange::to(
+        "e1",
+        &[AttemptState::Created],
+        AttemptState::Prepaid,
+        t(260),
+    );
+    prepaid.code_url = Some("weixin://e1".into());
+    assert!(s.update_attempt(&prepaid).await.unwrap());
+    assert_eq!(s.attempts("E").await.unwrap()[0].next_poll_at, Some(t(7)));
+    let mut failed =
+        AttemptChange::to("e1", &[AttemptState::Prepaid], AttemptState::Closed, t(270));
+    failed.next_poll_at = Some(t(900));
+    assert!(s.update_attempt(&failed).await.unwrap());
+    assert_eq!(s.attempts("E").await.unwrap()[0].next_poll_at, None);
+    assert_eq!(ids_at(10_000, 10).await, ["b1", "a2", "i1", "a1", "d1"]);
 }
 
 async fn claim_notifications_leases_rows_and_rehands_them_after_expiry(db: Db) {

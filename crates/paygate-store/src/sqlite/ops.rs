@@ -306,7 +306,7 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
         "INSERT INTO attempts (attempt_id, transaction_id, seq, channel_id, state, prepay_id, code_url, h5_url,
              prepay_expires_at, channel_transaction_id, error_code, error_message, decision, created_at,
              updated_at, last_polled_at, next_poll_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, COALESCE(?17, ?14))",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             a.attempt_id,
             a.transaction_id,
@@ -324,7 +324,7 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
             unix_ms(a.created_at),
             unix_ms(a.updated_at),
             opt_ms(a.last_polled_at),
-            opt_ms(a.next_poll_at)
+            opt_ms(a.poll_schedule())
         ],
     )
     .map(|_| ())
@@ -348,7 +348,8 @@ pub(super) fn update_attempt(
              error_message = COALESCE(?9, error_message),
              last_polled_at = COALESCE(?10, last_polled_at),
              updated_at = ?11,
-             next_poll_at = COALESCE(?14, next_poll_at)
+             -- A final attempt leaves the poll index (its WHERE is next_poll_at IS NOT NULL).
+             next_poll_at = CASE WHEN ?15 THEN COALESCE(?14, next_poll_at) END
          WHERE attempt_id = ?1
            AND instr(?12, ',' || state || ',') > 0
            AND (?13 IS NULL OR transaction_id = ?13)",
@@ -366,7 +367,8 @@ pub(super) fn update_attempt(
             unix_ms(c.updated_at),
             codec::state_list(&c.expected_states),
             of_order,
-            opt_ms(c.next_poll_at)
+            opt_ms(c.next_poll_at),
+            c.new_state.is_pending()
         ],
     )?;
     Ok(n > 0)
@@ -463,8 +465,9 @@ pub(super) fn attempts_to_poll(
     due_by: OffsetDateTime,
     limit: u32,
 ) -> Result<Vec<(OrderRecord, AttemptRecord)>> {
-    // The IN list is spelled out as in attempts_poll_idx's WHERE (a test in migrate.rs checks it),
-    // so SQLite walks the partial index from the earliest due.
+    // `next_poll_at <= ?1` implies the partial index's `next_poll_at IS NOT NULL` (a test in
+    // migrate.rs keeps the two together), so SQLite walks it from the earliest due; the state
+    // list stays as a guard.
     rows(
         conn,
         &format!(
