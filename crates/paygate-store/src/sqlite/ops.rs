@@ -330,14 +330,24 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
     .map(|_| ())
 }
 
+/// The attempt's schedule as an UPDATE assigns it. SQLite rewrites an index entry whenever
+/// the UPDATE assigns one of its columns, whatever the value: the poll index is touched only
+/// when the schedule moves (a poll) or ends (a final state), not by a CREATED -> PREPAID.
+const SCHEDULE_MOVES: &str = "next_poll_at = ?14,";
+const SCHEDULE_ENDS: &str = "next_poll_at = NULL,";
+
 /// The attempt compare-and-set; with `of_order`, the attempt must also belong to that order.
 pub(super) fn update_attempt(
     conn: &Connection,
     c: &AttemptChange,
     of_order: Option<&str>,
 ) -> Result<bool> {
-    let n = execute(
-        conn,
+    let schedule = match (c.new_state.is_pending(), c.next_poll_at) {
+        (false, _) => SCHEDULE_ENDS,
+        (true, Some(_)) => SCHEDULE_MOVES,
+        (true, None) => "",
+    };
+    let sql = format!(
         "UPDATE attempts SET state = ?2,
              prepay_id = COALESCE(?3, prepay_id),
              code_url = COALESCE(?4, code_url),
@@ -347,30 +357,36 @@ pub(super) fn update_attempt(
              error_code = COALESCE(?8, error_code),
              error_message = COALESCE(?9, error_message),
              last_polled_at = COALESCE(?10, last_polled_at),
-             updated_at = ?11,
-             -- A final attempt leaves the poll index (its WHERE is next_poll_at IS NOT NULL).
-             next_poll_at = CASE WHEN ?15 THEN COALESCE(?14, next_poll_at) END
+             {schedule}
+             updated_at = ?11
          WHERE attempt_id = ?1
            AND instr(?12, ',' || state || ',') > 0
-           AND (?13 IS NULL OR transaction_id = ?13)",
-        params![
-            c.attempt_id,
-            c.new_state.as_str(),
-            c.prepay_id,
-            c.code_url,
-            c.h5_url,
-            opt_ms(c.prepay_expires_at),
-            c.channel_transaction_id,
-            c.error_code,
-            c.error_message,
-            opt_ms(c.last_polled_at),
-            unix_ms(c.updated_at),
-            codec::state_list(&c.expected_states),
-            of_order,
-            opt_ms(c.next_poll_at),
-            c.new_state.is_pending()
-        ],
-    )?;
+           AND (?13 IS NULL OR transaction_id = ?13)"
+    );
+    let expected = codec::state_list(&c.expected_states);
+    let head = params![
+        c.attempt_id,
+        c.new_state.as_str(),
+        c.prepay_id,
+        c.code_url,
+        c.h5_url,
+        opt_ms(c.prepay_expires_at),
+        c.channel_transaction_id,
+        c.error_code,
+        c.error_message,
+        opt_ms(c.last_polled_at),
+        unix_ms(c.updated_at),
+        expected,
+        of_order,
+    ];
+    let n = if schedule == SCHEDULE_MOVES {
+        let next = opt_ms(c.next_poll_at);
+        let mut all: Vec<&dyn rusqlite::ToSql> = head.to_vec();
+        all.push(&next);
+        execute(conn, &sql, all.as_slice())?
+    } else {
+        execute(conn, &sql, head)?
+    };
     Ok(n > 0)
 }
 
