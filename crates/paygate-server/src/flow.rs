@@ -500,8 +500,10 @@ async fn drive(
             &attempt,
             trade,
             signed.take(),
-            answer_serial,
-            deadline,
+            Answering {
+                deadline,
+                answer_serial,
+            },
         );
         let error = match call.await? {
             Ok(prepaid) => return Ok(prepaid),
@@ -565,6 +567,14 @@ async fn drive(
     }
 }
 
+/// The merchant call a channel call answers: when it must be done by, and the platform key
+/// (by serial) its answer is signed with.
+#[derive(Clone, Copy)]
+struct Answering<'a> {
+    deadline: std::time::Instant,
+    answer_serial: Option<&'a str>,
+}
+
 /// One prepay call for `attempt`: the outcome is persisted on the attempt and fed to the
 /// router. `Err` only for the gateway's own failures (store, configuration).
 async fn call_channel(
@@ -574,9 +584,12 @@ async fn call_channel(
     attempt: &AttemptRecord,
     trade: TradeType,
     signed: Option<paygate_channel::SignedPrepay>,
-    answer_serial: Option<&str>,
-    deadline: std::time::Instant,
+    answering: Answering<'_>,
 ) -> Result<Result<Prepaid, ChannelError>, ApiError> {
+    let Answering {
+        deadline,
+        answer_serial,
+    } = answering;
     let channel = app.channel(&attempt.channel_id)?;
     let signed = match signed {
         Some(signed) => Ok(signed),
