@@ -212,21 +212,27 @@ mod tests {
         ] {
             let (signed, how) = sign_answer(response, &key, "SERIAL1", "RID-0").await;
             assert_eq!(how, Signing::AtAnswer);
-            let headers = signed.headers().clone();
-            let body = axum::body::to_bytes(signed.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            let get = |n: &str| {
-                headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
+            let (get, body) = sent(signed).await;
             assert_eq!(get("Request-ID").as_deref(), Some("RID-0"));
             assert_eq!(get("content-length").unwrap(), body.len().to_string());
-            let sig = ResponseSignature::from_headers(get).unwrap();
+            let sig = ResponseSignature::from_headers(&get).unwrap();
             sig.verify(&key.verifying_key(), &body).unwrap();
         }
+    }
+
+    /// What went out: a reader of its headers, and its body.
+    async fn sent(response: Response) -> (impl Fn(&str) -> Option<String>, Bytes) {
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let get = move |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (get, body)
     }
 
     /// The nonce an answer went out with, and whether its signature verifies with `key`.
@@ -234,17 +240,8 @@ mod tests {
         response: Response,
         key: &SigningKey,
     ) -> (Option<String>, Result<(), String>) {
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let get = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let sig = ResponseSignature::from_headers(get).unwrap();
+        let (get, body) = sent(response).await;
+        let sig = ResponseSignature::from_headers(&get).unwrap();
         let verified = sig
             .verify(&key.verifying_key(), &body)
             .map_err(|e| e.to_string());

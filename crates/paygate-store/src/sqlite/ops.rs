@@ -330,22 +330,20 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
     .map(|_| ())
 }
 
-/// The attempt's schedule as an UPDATE assigns it. SQLite rewrites an index entry whenever
-/// the UPDATE assigns one of its columns, whatever the value: the poll index is touched only
-/// when the schedule moves (a poll) or ends (a final state), not by a CREATED -> PREPAID.
-const SCHEDULE_MOVES: &str = "next_poll_at = ?14,";
-const SCHEDULE_ENDS: &str = "next_poll_at = NULL,";
-
 /// The attempt compare-and-set; with `of_order`, the attempt must also belong to that order.
+///
+/// SQLite rewrites an index entry whenever the UPDATE assigns one of its columns, whatever the
+/// value: `next_poll_at` (the poll index) is assigned only when the schedule moves (a poll) or
+/// ends (a final state), never by a CREATED -> PREPAID.
 pub(super) fn update_attempt(
     conn: &Connection,
     c: &AttemptChange,
     of_order: Option<&str>,
 ) -> Result<bool> {
-    let schedule = match (c.new_state.is_pending(), c.next_poll_at) {
-        (false, _) => SCHEDULE_ENDS,
-        (true, Some(_)) => SCHEDULE_MOVES,
-        (true, None) => "",
+    let (schedule, next) = match (c.new_state.is_pending(), opt_ms(c.next_poll_at)) {
+        (false, _) => ("next_poll_at = NULL,", None),
+        (true, Some(next)) => ("next_poll_at = ?14,", Some(next)),
+        (true, None) => ("", None),
     };
     let sql = format!(
         "UPDATE attempts SET state = ?2,
@@ -364,29 +362,29 @@ pub(super) fn update_attempt(
            AND (?13 IS NULL OR transaction_id = ?13)"
     );
     let expected = codec::state_list(&c.expected_states);
-    let head = params![
-        c.attempt_id,
-        c.new_state.as_str(),
-        c.prepay_id,
-        c.code_url,
-        c.h5_url,
-        opt_ms(c.prepay_expires_at),
-        c.channel_transaction_id,
-        c.error_code,
-        c.error_message,
-        opt_ms(c.last_polled_at),
-        unix_ms(c.updated_at),
-        expected,
-        of_order,
+    let new_state = c.new_state.as_str();
+    let prepay_expires_at = opt_ms(c.prepay_expires_at);
+    let last_polled_at = opt_ms(c.last_polled_at);
+    let updated_at = unix_ms(c.updated_at);
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![
+        &c.attempt_id,
+        &new_state,
+        &c.prepay_id,
+        &c.code_url,
+        &c.h5_url,
+        &prepay_expires_at,
+        &c.channel_transaction_id,
+        &c.error_code,
+        &c.error_message,
+        &last_polled_at,
+        &updated_at,
+        &expected,
+        &of_order,
     ];
-    let n = if schedule == SCHEDULE_MOVES {
-        let next = opt_ms(c.next_poll_at);
-        let mut all: Vec<&dyn rusqlite::ToSql> = head.to_vec();
-        all.push(&next);
-        execute(conn, &sql, all.as_slice())?
-    } else {
-        execute(conn, &sql, head)?
-    };
+    if let Some(next) = &next {
+        params.push(next);
+    }
+    let n = execute(conn, &sql, params.as_slice())?;
     Ok(n > 0)
 }
 
