@@ -60,6 +60,14 @@ pub fn profit_sharing_id(prefix: &str, now: OffsetDateTime) -> String {
     )
 }
 
+/// The key of a row the gateway appends (risk decisions, notifications, repairs,
+/// reconciliation findings): a UUIDv7, ordered by time. A random (v4) key sends every insert
+/// to its own leaf of the key's B-tree, one page written per row; ordered keys share the
+/// rightmost leaf, one page per commit batch.
+pub fn row_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// A short random token, for bill download URLs and code URLs.
 pub fn token(len: usize) -> String {
     use rand::Rng;
@@ -87,5 +95,19 @@ mod tests {
         assert!(p.starts_with("wx") && p.len() == 36, "{p}");
         assert_eq!(profit_sharing_id("3008", now).len(), 28);
         assert_eq!(token(16).len(), 16);
+    }
+
+    #[test]
+    fn row_ids_are_uuids_in_creation_order() {
+        let ids: Vec<String> = (0..1_000).map(|_| row_id()).collect();
+        for id in &ids {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 7, "{id}");
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids, "later ids sort after earlier ones");
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
     }
 }

@@ -1033,7 +1033,7 @@ fn paid_change(
     // Reconciliation's repairs are recorded too, whatever the state they fix (recon.rs).
     let by_recon = source == crate::recon::REPAIR_SOURCE;
     let repair = (order.state == OrderState::Closed || by_recon).then(|| RepairRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: paygate_core::ids::row_id(),
         transaction_id: order.transaction_id.clone(),
         source: source.to_string(),
         way: if by_recon {
@@ -1061,7 +1061,7 @@ fn paid_change(
         updated_at: t,
         attempt: Some(attempt_change),
         notification: Some(NotificationRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: paygate_core::ids::row_id(),
             mchid: order.mchid.clone(),
             transaction_id: order.transaction_id.clone(),
             event_type: "TRANSACTION.SUCCESS".into(),

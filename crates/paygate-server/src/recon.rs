@@ -456,7 +456,7 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
     // Only what still waits can run out of time.
     settlement.expired.retain(|&i| still_held[i]);
 
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = paygate_core::ids::row_id();
     let evidence = Evidence {
         side: &side,
         rows: &rows,
@@ -475,7 +475,7 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
             *n += 1;
             let row = d.platform.as_ref().and_then(|p| evidence.platform_row(p));
             DiscrepancyRecord {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: paygate_core::ids::row_id(),
                 run_id: run_id.clone(),
                 bill_date: bill_date.clone(),
                 channel_id: channel_id.to_string(),
@@ -508,7 +508,7 @@ pub async fn run_day(app: &AppState, date: Date, channel_id: &str) -> Result<Run
                 .or(d.platform)
                 .unwrap_or_else(|| unreachable_record(d.key));
             ReconPoolRecord {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: paygate_core::ids::row_id(),
                 channel_id: channel_id.to_string(),
                 bill_date: bill_date.clone(),
                 class: d.class.as_str().to_string(),

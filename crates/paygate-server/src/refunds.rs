@@ -698,7 +698,7 @@ fn change_to(
 
 fn notification(refund: &RefundRecord, event_type: &str, t: OffsetDateTime) -> NotificationRecord {
     NotificationRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: paygate_core::ids::row_id(),
         mchid: refund.mchid.clone(),
         transaction_id: refund.transaction_id.clone(),
         event_type: event_type.to_string(),
@@ -890,7 +890,7 @@ async fn assess(
     if let Some((code, message)) = decision.error() {
         engine.record(&event, &decision);
         let record = RiskDecisionRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: paygate_core::ids::row_id(),
             mchid: merchant.mchid.clone(),
             kind: "REFUND".into(),
             reference: request.out_refund_no.clone(),
@@ -921,7 +921,7 @@ async fn keep(
         return;
     }
     let record = RiskDecisionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: paygate_core::ids::row_id(),
         mchid: merchant.mchid.clone(),
         kind: "REFUND".into(),
         reference: refund.out_refund_no.clone(),

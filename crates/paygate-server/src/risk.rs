@@ -181,7 +181,7 @@ pub fn record(
         return None;
     }
     Some(RiskDecisionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: paygate_core::ids::row_id(),
         mchid: merchant.mchid.clone(),
         kind: "PREPAY".into(),
         reference: reference.to_string(),

@@ -949,7 +949,7 @@ fn notification(
         "PROFITSHARING.CLOSED"
     };
     NotificationRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: paygate_core::ids::row_id(),
         mchid: share.mchid.clone(),
         transaction_id: share.transaction_id.clone(),
         event_type: event_type.into(),
