@@ -330,6 +330,31 @@ pub(super) fn insert_attempt(conn: &Connection, a: &AttemptRecord) -> Result<()>
     .map(|_| ())
 }
 
+/// The attempt compare-and-set, with `schedule` (a `next_poll_at` assignment or nothing) in
+/// its SET list: one statement text per schedule case, so none is formatted per call.
+macro_rules! update_attempt_sql {
+    ($schedule:literal) => {
+        concat!(
+            "UPDATE attempts SET state = ?2,
+             prepay_id = COALESCE(?3, prepay_id),
+             code_url = COALESCE(?4, code_url),
+             h5_url = COALESCE(?5, h5_url),
+             prepay_expires_at = COALESCE(?6, prepay_expires_at),
+             channel_transaction_id = COALESCE(?7, channel_transaction_id),
+             error_code = COALESCE(?8, error_code),
+             error_message = COALESCE(?9, error_message),
+             last_polled_at = COALESCE(?10, last_polled_at),
+             ",
+            $schedule,
+            "
+             updated_at = ?11
+         WHERE attempt_id = ?1
+           AND instr(?12, ',' || state || ',') > 0
+           AND (?13 IS NULL OR transaction_id = ?13)"
+        )
+    };
+}
+
 /// The attempt compare-and-set; with `of_order`, the attempt must also belong to that order.
 ///
 /// SQLite rewrites an index entry whenever the UPDATE assigns one of its columns, whatever the
@@ -340,27 +365,11 @@ pub(super) fn update_attempt(
     c: &AttemptChange,
     of_order: Option<&str>,
 ) -> Result<bool> {
-    let (schedule, next) = match (c.new_state.is_pending(), opt_ms(c.next_poll_at)) {
-        (false, _) => ("next_poll_at = NULL,", None),
-        (true, Some(next)) => ("next_poll_at = ?14,", Some(next)),
-        (true, None) => ("", None),
+    let (sql, next) = match (c.new_state.is_pending(), opt_ms(c.next_poll_at)) {
+        (false, _) => (update_attempt_sql!("next_poll_at = NULL,"), None),
+        (true, Some(next)) => (update_attempt_sql!("next_poll_at = ?14,"), Some(next)),
+        (true, None) => (update_attempt_sql!(""), None),
     };
-    let sql = format!(
-        "UPDATE attempts SET state = ?2,
-             prepay_id = COALESCE(?3, prepay_id),
-             code_url = COALESCE(?4, code_url),
-             h5_url = COALESCE(?5, h5_url),
-             prepay_expires_at = COALESCE(?6, prepay_expires_at),
-             channel_transaction_id = COALESCE(?7, channel_transaction_id),
-             error_code = COALESCE(?8, error_code),
-             error_message = COALESCE(?9, error_message),
-             last_polled_at = COALESCE(?10, last_polled_at),
-             {schedule}
-             updated_at = ?11
-         WHERE attempt_id = ?1
-           AND instr(?12, ',' || state || ',') > 0
-           AND (?13 IS NULL OR transaction_id = ?13)"
-    );
     let expected = codec::state_list(&c.expected_states);
     let new_state = c.new_state.as_str();
     let prepay_expires_at = opt_ms(c.prepay_expires_at);
@@ -384,7 +393,7 @@ pub(super) fn update_attempt(
     if let Some(next) = &next {
         params.push(next);
     }
-    let n = execute(conn, &sql, params.as_slice())?;
+    let n = execute(conn, sql, params.as_slice())?;
     Ok(n > 0)
 }
 
