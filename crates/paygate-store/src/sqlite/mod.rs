@@ -182,8 +182,11 @@ impl SqliteStore {
             write_batch_max: options.write_batch_max,
             read_queue_max: options.read_queue_max,
         };
+        let inline = (0..inline_readers())
+            .map(|_| open_reader(&path, options))
+            .collect::<Result<Vec<_>, _>>()?;
         let checkpointer = open_checkpointer(&path, options)?;
-        let threads = Threads::start(writer, readers, checkpointer, &bounds)?;
+        let threads = Threads::start(writer, readers, inline, checkpointer, &bounds)?;
         Ok(Self {
             threads,
             path,
@@ -194,6 +197,12 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Connections for point reads on the caller's thread (`Threads::read_now`): one per core, as
+/// many as the async workers that call at once.
+fn inline_readers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
 }
 
 fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
@@ -454,7 +463,7 @@ impl Store for SqliteStore {
     async fn get_merchant(&self, mchid: &str) -> Result<Option<MerchantRecord>, StoreError> {
         let mchid = mchid.to_string();
         self.threads
-            .read(move |c| ops::get_merchant(c, &mchid))
+            .read_now(move |c| ops::get_merchant(c, &mchid))
             .await
     }
 
@@ -540,7 +549,7 @@ impl Store for SqliteStore {
         let (mchid, out_trade_no) = (mchid.to_string(), out_trade_no.to_string());
         let order = self
             .threads
-            .read(move |c| ops::get_order(c, &mchid, &out_trade_no))
+            .read_now(move |c| ops::get_order(c, &mchid, &out_trade_no))
             .await?;
         self.open_order(order).await
     }
@@ -552,7 +561,7 @@ impl Store for SqliteStore {
         let transaction_id = transaction_id.to_string();
         let order = self
             .threads
-            .read(move |c| ops::get_order_by_transaction_id(c, &transaction_id))
+            .read_now(move |c| ops::get_order_by_transaction_id(c, &transaction_id))
             .await?;
         self.open_order(order).await
     }
@@ -560,7 +569,7 @@ impl Store for SqliteStore {
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
         let transaction_id = transaction_id.to_string();
         self.threads
-            .read(move |c| ops::attempts(c, &transaction_id))
+            .read_now(move |c| ops::attempts(c, &transaction_id))
             .await
     }
 
@@ -571,7 +580,7 @@ impl Store for SqliteStore {
         let attempt_id = attempt_id.to_string();
         let found = self
             .threads
-            .read(move |c| ops::find_attempt(c, &attempt_id))
+            .read_now(move |c| ops::find_attempt(c, &attempt_id))
             .await?;
         Ok(self.open_pairs(found.into_iter().collect()).await?.pop())
     }
@@ -661,7 +670,7 @@ impl Store for SqliteStore {
     }
 
     async fn risk_rule_set_version(&self) -> Result<i64, StoreError> {
-        self.threads.read(ops::risk_rule_set_version).await
+        self.threads.read_now(ops::risk_rule_set_version).await
     }
 
     async fn risk_rule_set(
@@ -743,7 +752,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         let found = self
             .threads
-            .read(move |c| ops::get_notification(c, &id))
+            .read_now(move |c| ops::get_notification(c, &id))
             .await?;
         found.map(|n| self.sealer.open_notification(n)).transpose()
     }
@@ -827,7 +836,7 @@ impl Store for SqliteStore {
     async fn share_max_ratio(&self, mchid: &str) -> Result<Option<u32>, StoreError> {
         let m = mchid.to_string();
         self.threads
-            .read(move |c| ops::sharing::max_ratio(c, &m))
+            .read_now(move |c| ops::sharing::max_ratio(c, &m))
             .await
     }
 
@@ -872,7 +881,7 @@ impl Store for SqliteStore {
         let (m, n) = (mchid.to_string(), out_order_no.to_string());
         let found = self
             .threads
-            .read(move |c| ops::sharing::get_share(c, &m, &n))
+            .read_now(move |c| ops::sharing::get_share(c, &m, &n))
             .await?;
         Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
@@ -884,7 +893,7 @@ impl Store for SqliteStore {
         let id = order_id.to_string();
         let found = self
             .threads
-            .read(move |c| ops::sharing::get_share_by_id(c, &id))
+            .read_now(move |c| ops::sharing::get_share_by_id(c, &id))
             .await?;
         Ok(self.open_shares(found.into_iter().collect()).await?.pop())
     }
@@ -1036,7 +1045,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<crate::RefundRecord>, StoreError> {
         let (mchid, out_refund_no) = (mchid.to_string(), out_refund_no.to_string());
         self.threads
-            .read(move |c| ops::refunds::get_refund(c, &mchid, &out_refund_no))
+            .read_now(move |c| ops::refunds::get_refund(c, &mchid, &out_refund_no))
             .await
     }
 
@@ -1046,7 +1055,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<crate::RefundRecord>, StoreError> {
         let refund_id = refund_id.to_string();
         self.threads
-            .read(move |c| ops::refunds::get_refund_by_id(c, &refund_id))
+            .read_now(move |c| ops::refunds::get_refund_by_id(c, &refund_id))
             .await
     }
 
@@ -1063,7 +1072,7 @@ impl Store for SqliteStore {
     async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>, StoreError> {
         let transaction_id = transaction_id.to_string();
         self.threads
-            .read(move |c| ops::refunds::refunded_fen(c, &transaction_id))
+            .read_now(move |c| ops::refunds::refunded_fen(c, &transaction_id))
             .await
     }
 

@@ -138,7 +138,9 @@ fn append_audit(conn: &Connection, key: &[u8; 32], entry: &NewAuditEntry) -> Res
 
 impl SqliteStore {
     pub(super) async fn openids(&self, tokens: Vec<String>) -> Result<Vec<(String, String)>> {
-        self.threads.read(move |c| openid_rows(c, &tokens)).await
+        self.threads
+            .read_now(move |c| openid_rows(c, &tokens))
+            .await
     }
 
     pub(super) async fn p_retire_vault_key(&self, key_id: &str) -> Result<()> {
