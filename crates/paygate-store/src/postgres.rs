@@ -60,6 +60,8 @@ mod ledger_day;
 mod bills;
 // Data protection (vault keys, openid vault, nonces, audit trail), likewise.
 mod protect;
+// The replay check's nonce inserts, batched (nonces.rs).
+mod nonces;
 // Reconciliation (postgres/recon.rs; helper RECON).
 mod recon;
 // Daily settlement (postgres/settlement.rs; helper SETTLE).
@@ -129,6 +131,7 @@ pub fn check_schema_name(name: &str) -> Result<&str> {
 
 pub struct PgStore {
     pool: PgPool,
+    nonces: nonces::NonceBatcher,
     /// Seals sensitive fields once a vault is attached (crate::vault, postgres/protect.rs).
     sealer: crate::vault::Sealer,
 }
@@ -173,6 +176,7 @@ impl PgStore {
             .map_err(pg_err)?;
         migrate_postgres(&pool).await?;
         Ok(Self {
+            nonces: nonces::NonceBatcher::new(pool.clone()),
             pool,
             sealer: Default::default(),
         })

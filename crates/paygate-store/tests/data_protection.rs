@@ -256,6 +256,43 @@ async fn futures_count(
     wins
 }
 
+/// Many calls at once (on PostgreSQL they share batched statements): every distinct nonce
+/// wins exactly once, whichever store and batch its copies land in, and a batch that mixes
+/// new, repeated and other merchants' nonces answers each call on its own.
+async fn a_burst_of_nonces_wins_each_once(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let now = t(2_000_000);
+    let until = t(2_300_000);
+    let mut tasks = Vec::new();
+    for i in 0..400usize {
+        let s = if i % 3 == 0 {
+            Arc::clone(&b)
+        } else {
+            Arc::clone(&a)
+        };
+        // 100 nonces, each asked 4 times; two merchants share the names of the first 10.
+        let (mchid, nonce) = match i % 100 {
+            k if k < 10 && i >= 200 => ("1900000113".to_string(), format!("burst-{k}")),
+            k => ("1900000112".to_string(), format!("burst-{k}")),
+        };
+        tasks.push(tokio::spawn(async move {
+            let won = s.remember_nonce(&mchid, &nonce, until, now).await.unwrap();
+            (mchid, nonce, won)
+        }));
+    }
+    let mut wins = std::collections::HashMap::new();
+    for t in tasks {
+        let (mchid, nonce, won) = t.await.unwrap();
+        *wins.entry((mchid, nonce)).or_insert(0) += usize::from(won);
+    }
+    assert_eq!(
+        wins.len(),
+        110,
+        "100 nonces of one merchant, 10 of the other"
+    );
+    assert!(wins.values().all(|&w| w == 1), "{wins:?}");
+}
+
 async fn the_audit_trail_chains_and_names_an_edited_entry(db: Db) {
     let s = sealed_store(&db).await;
     let mut tasks = Vec::new();
@@ -338,5 +375,6 @@ both!(
     a_wrong_master_key_is_refused_and_a_keyless_store_does_not_guess,
     plaintext_rows_are_sealed_by_the_background_reseal_and_rotation_moves_them,
     nonces_are_refused_while_live_on_every_store_of_the_database,
+    a_burst_of_nonces_wins_each_once,
     the_audit_trail_chains_and_names_an_edited_entry,
 );

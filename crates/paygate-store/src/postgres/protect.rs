@@ -224,20 +224,10 @@ impl PgStore {
         now: OffsetDateTime,
     ) -> Result<bool> {
         // A nonce seen before is refused only while its window lasts; two nodes inserting the
-        // same one at once: the unique key lets exactly one through.
-        let done = sqlx::query(
-            "INSERT INTO request_nonces (mchid, nonce, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (mchid, nonce) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE request_nonces.expires_at <= $4",
-        )
-        .bind(mchid)
-        .bind(nonce)
-        .bind(unix_ms(expires_at))
-        .bind(unix_ms(now))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
-        Ok(done.rows_affected() > 0)
+        // same one at once: the unique key lets exactly one through (nonces.rs batches them).
+        self.nonces
+            .remember(mchid, nonce, unix_ms(expires_at), unix_ms(now))
+            .await
     }
 
     pub(super) async fn p_purge_nonces(&self, before: OffsetDateTime) -> Result<u64> {
