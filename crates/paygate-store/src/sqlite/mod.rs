@@ -1,5 +1,6 @@
 //! The embedded backend: one SQLite file in WAL mode, written by ONE thread that
-//! group-commits (see `threads.rs`), read by a few read-only connections on their own threads.
+//! group-commits (see `threads.rs`), read by a few read-only connections on their own threads
+//! (point reads on the calling thread), its WAL copied into the file by a checkpointer thread.
 //!
 //! Why this shape (reference/measured.md, "Durable writes"): rusqlite on its own thread costs
 //! ~2 µs a statement against ~50 µs through sqlx's worker hand-off, and a commit costs an
