@@ -502,7 +502,22 @@ mod tests {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// `n` commands, each inserting rows of a 4 KiB blob (a page or more each), one at a time.
+    /// The store's threads with small queues and batches.
+    fn start(
+        writer: Connection,
+        readers: Vec<Connection>,
+        inline: Vec<Connection>,
+        checkpointer: Connection,
+    ) -> Threads {
+        let bounds = Bounds {
+            write_queue_max: 16,
+            write_batch_max: 4,
+            read_queue_max: 16,
+        };
+        Threads::start(writer, readers, inline, checkpointer, &bounds).unwrap()
+    }
+
+    /// One command per row, one at a time, each row a 4 KiB blob (a page or more).
     fn write_pages(threads: &Threads, rt: &tokio::runtime::Runtime, rows: std::ops::Range<i64>) {
         for v in rows {
             rt.block_on(threads.write(move |c| {
@@ -526,13 +541,7 @@ mod tests {
         // checkpointer thread.
         let (path, writer, checkpointer) = wal_file(0);
         let before = file_len(&path);
-        let bounds = Bounds {
-            write_queue_max: 16,
-            write_batch_max: 4,
-            read_queue_max: 16,
-        };
-        let threads =
-            Threads::start(writer, Vec::new(), Vec::new(), checkpointer, &bounds).unwrap();
+        let threads = start(writer, Vec::new(), Vec::new(), checkpointer);
         let rt = runtime();
         write_pages(&threads, &rt, 0..256);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -554,13 +563,7 @@ mod tests {
         // With the writer's checkpoint as in production, the WAL wraps to its start once
         // every frame is copied; without that it would hold all 3 × WRITER_CHECKPOINT_PAGES.
         let (path, writer, checkpointer) = wal_file(WRITER_CHECKPOINT_PAGES);
-        let bounds = Bounds {
-            write_queue_max: 16,
-            write_batch_max: 4,
-            read_queue_max: 16,
-        };
-        let threads =
-            Threads::start(writer, Vec::new(), Vec::new(), checkpointer, &bounds).unwrap();
+        let threads = start(writer, Vec::new(), Vec::new(), checkpointer);
         let rt = runtime();
         let rows = 3 * WRITER_CHECKPOINT_PAGES;
         write_pages(&threads, &rt, 0..rows);
@@ -584,19 +587,7 @@ mod tests {
     fn a_point_read_runs_on_the_callers_thread_while_a_connection_is_free() {
         let (path, writer, checkpointer) = wal_file(0);
         let reader = || Connection::open(&path).unwrap();
-        let bounds = Bounds {
-            write_queue_max: 16,
-            write_batch_max: 4,
-            read_queue_max: 16,
-        };
-        let threads = Threads::start(
-            writer,
-            vec![reader()],
-            vec![reader()],
-            checkpointer,
-            &bounds,
-        )
-        .unwrap();
+        let threads = start(writer, vec![reader()], vec![reader()], checkpointer);
         assert_eq!(
             threads.connections(),
             4,
