@@ -25,6 +25,14 @@ pub const RETRY_SCHEDULE_S: [u64; 15] = [
 /// §3.4: a merchant must answer within 5 s.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL_BATCH_MAX: u32 = 200;
+/// A delivery's outcome waits this long for others to share its write: one statement for a
+/// burst of deliveries instead of one each (on PostgreSQL a round trip and a commit each).
+/// 5 ms measured worse than 2 at the notification peak.
+const RECORD_LINGER: Duration = Duration::from_millis(2);
+/// Outcomes one write records at most, and outcomes waiting for the recorder at most (a full
+/// queue holds deliveries, and with them the claiming of more).
+const RECORD_BATCH_MAX: usize = 256;
+const RECORD_QUEUE_MAX: usize = 4096;
 /// An attempt that never reached the channel is given up after this long.
 const NEVER_ARRIVED_AFTER: time::Duration = time::Duration::minutes(2);
 
@@ -222,6 +230,8 @@ async fn run_outbox(app: Arc<AppState>) {
     let every = Duration::from_millis(app.config.workers.outbox_interval_ms);
     let in_flight_max = app.config.workers.deliveries_in_flight_max.max(1);
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+    let (recorder, outcomes) = tokio::sync::mpsc::channel(RECORD_QUEUE_MAX);
+    tokio::spawn(record_outcomes(Arc::clone(&app), outcomes));
     // Claiming a handful at a time would cost a write per handful; wait for a quarter.
     let refill_at = (in_flight_max / 4).max(1) as u32;
     loop {
@@ -237,11 +247,13 @@ async fn run_outbox(app: Arc<AppState>) {
                     let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                         return;
                     };
-                    let app = Arc::clone(&app);
+                    let (app, recorder) = (Arc::clone(&app), recorder.clone());
                     tokio::spawn(async move {
+                        // The slot is held until the outcome is queued: a recorder that falls
+                        // behind slows the deliveries, not memory.
                         let _permit = permit;
-                        if let Err(e) = deliver(&app, &record).await {
-                            tracing::warn!(notification = %record.id, error = %e, "recording a delivery failed");
+                        if recorder.send(deliver(&app, &record).await).await.is_err() {
+                            tracing::warn!(notification = %record.id, "the delivery recorder has stopped");
                         }
                     });
                 }
@@ -281,11 +293,43 @@ async fn outbox_claim(
     Ok(claimed)
 }
 
-/// Seals, signs and POSTs one notification, then records the attempt and what follows.
+/// Writes delivery outcomes in batches: the first waits `RECORD_LINGER` for others. An outcome
+/// that could not be written leaves its notification leased; when the lease runs out it is
+/// delivered again, as after a crash (notifications are at-least-once, and merchants
+/// de-duplicate by id).
+async fn record_outcomes(
+    app: Arc<AppState>,
+    mut outcomes: tokio::sync::mpsc::Receiver<(DeliveryRecord, DeliveryOutcome)>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH_MAX);
+    while let Some(first) = outcomes.recv().await {
+        batch.push(first);
+        tokio::time::sleep(RECORD_LINGER).await;
+        while batch.len() < RECORD_BATCH_MAX {
+            match outcomes.try_recv() {
+                Ok(outcome) => batch.push(outcome),
+                Err(_) => break,
+            }
+        }
+        match app.store.finish_deliveries(&batch).await {
+            Ok(recorded) if recorded < batch.len() => tracing::warn!(
+                skipped = batch.len() - recorded,
+                "delivery outcomes skipped: notification gone, or its attempt already recorded by another node"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, outcomes = batch.len(), "recording deliveries failed");
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Seals, signs and POSTs one notification: the attempt and its outcome, for the recorder.
 pub async fn deliver(
     app: &AppState,
     record: &NotificationRecord,
-) -> Result<(), paygate_store::StoreError> {
+) -> (DeliveryRecord, DeliveryOutcome) {
     let started = std::time::Instant::now();
     let attempt = record.attempts + 1;
     let (status, error) = match envelope(app, record).await {
@@ -336,7 +380,7 @@ pub async fn deliver(
         DeliveryOutcome::Retry { .. } => "retry",
         DeliveryOutcome::GaveUp => "gave_up",
     });
-    app.store.finish_delivery(&delivery, &outcome).await
+    (delivery, outcome)
 }
 
 /// The envelope bytes and signature headers: sealed with the merchant's APIv3 key, signed by

@@ -374,12 +374,32 @@ pub trait Store:
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
-    /// Records one attempt and its outcome, releasing the lease; attempts += 1.
+    /// Records one attempt and its outcome, releasing the lease; attempts += 1. A conflict if
+    /// the attempt number is already recorded or there is no such notification.
     async fn finish_delivery(
         &self,
         delivery: &DeliveryRecord,
         outcome: &DeliveryOutcome,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        match self
+            .finish_deliveries(&[(delivery.clone(), outcome.clone())])
+            .await?
+        {
+            0 => Err(StoreError::Conflict(format!(
+                "attempt {} of notification {:?} is already recorded, or there is no such notification",
+                delivery.attempt, delivery.notification_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+    /// `finish_delivery` for many attempts in one transaction (the outbox records outcomes in
+    /// batches). An attempt whose notification is gone, or whose number is already recorded
+    /// (another node delivered it too), is skipped without failing the others. Returns how
+    /// many were recorded.
+    async fn finish_deliveries(
+        &self,
+        done: &[(DeliveryRecord, DeliveryOutcome)],
+    ) -> Result<usize, StoreError>;
     /// Operator re-send: back to PENDING, due at `now`. False if no such notification.
     async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         Ok(self.resend_notifications(&[id.to_string()], now).await? > 0)

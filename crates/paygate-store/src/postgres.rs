@@ -540,44 +540,79 @@ async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<
     Ok(true)
 }
 
-/// A delivery's record and its notification's next state in ONE statement (one round trip,
-/// its own transaction): the delivery row is inserted only from the row the update touched.
-async fn finish_delivery(
+/// Many deliveries in ONE statement: each attempt row is inserted only for a notification that
+/// exists and an attempt number not yet recorded, and only the notifications whose row went in
+/// move on. Ids are de-duplicated (the first stays) and sorted, so two batches lock rows in
+/// the same order.
+async fn finish_deliveries(
     pool: &PgPool,
-    d: &DeliveryRecord,
-    outcome: &DeliveryOutcome,
-) -> Result<()> {
-    let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+    done: &[(DeliveryRecord, DeliveryOutcome)],
+) -> Result<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rows: Vec<&(DeliveryRecord, DeliveryOutcome)> = done
+        .iter()
+        .filter(|(d, _)| seen.insert(d.notification_id.as_str()))
+        .collect();
+    rows.sort_by(|a, b| a.0.notification_id.cmp(&b.0.notification_id));
+    let mut cols = DeliveryColumns::default();
+    for (d, outcome) in rows {
+        let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+        cols.id.push(d.notification_id.as_str());
+        cols.attempt.push(d.attempt);
+        cols.at.push(unix_ms(d.at));
+        cols.http_status.push(d.http_status);
+        cols.error.push(d.error.as_deref());
+        cols.duration_ms.push(d.duration_ms);
+        cols.state.push(state);
+        cols.delivered_at.push(delivered_at);
+        cols.next_attempt_at.push(next_attempt_at);
+    }
     let recorded = sqlx::query(
-        "WITH done AS (
-             UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = $2,
-                 delivered_at = COALESCE($3, delivered_at),
-                 next_attempt_at = COALESCE($4, next_attempt_at)
-             WHERE id = $1
-             RETURNING id)
-         INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
-         SELECT id, $5, $6, $7, $8, $9 FROM done",
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[],
+                                  $6::bigint[], $7::text[], $8::bigint[], $9::bigint[])
+                 AS t(id, attempt, at, http_status, error, duration_ms, state, delivered_at,
+                      next_attempt_at)),
+         recorded AS (
+             INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
+             SELECT i.id, i.attempt, i.at, i.http_status, i.error, i.duration_ms
+             FROM input i JOIN notifications n ON n.id = i.id
+             ON CONFLICT (notification_id, attempt) DO NOTHING
+             RETURNING notification_id)
+         UPDATE notifications n SET attempts = n.attempts + 1, lease_until = NULL, state = i.state,
+             delivered_at = COALESCE(i.delivered_at, n.delivered_at),
+             next_attempt_at = COALESCE(i.next_attempt_at, n.next_attempt_at)
+         FROM input i JOIN recorded r ON r.notification_id = i.id
+         WHERE n.id = i.id",
     )
-    .bind(&d.notification_id)
-    .bind(state)
-    .bind(delivered_at)
-    .bind(next_attempt_at)
-    .bind(d.attempt)
-    .bind(unix_ms(d.at))
-    .bind(d.http_status)
-    .bind(&d.error)
-    .bind(d.duration_ms)
+    .bind(&cols.id)
+    .bind(&cols.attempt)
+    .bind(&cols.at)
+    .bind(&cols.http_status)
+    .bind(&cols.error)
+    .bind(&cols.duration_ms)
+    .bind(&cols.state)
+    .bind(&cols.delivered_at)
+    .bind(&cols.next_attempt_at)
     .execute(pool)
     .await
     .map_err(pg_err)?
     .rows_affected();
-    if recorded == 0 {
-        return Err(StoreError::Database(format!(
-            "no notification {:?}",
-            d.notification_id
-        )));
-    }
-    Ok(())
+    Ok(usize::try_from(recorded).unwrap_or(usize::MAX))
+}
+
+/// `finish_deliveries`' parameters, one array per column.
+#[derive(Default)]
+struct DeliveryColumns<'a> {
+    id: Vec<&'a str>,
+    attempt: Vec<i32>,
+    at: Vec<i64>,
+    http_status: Vec<Option<i32>>,
+    error: Vec<Option<&'a str>>,
+    duration_ms: Vec<i64>,
+    state: Vec<&'static str>,
+    delivered_at: Vec<Option<i64>>,
+    next_attempt_at: Vec<Option<i64>>,
 }
 
 /// The version check and both inserts of a rule set, inside the caller's transaction. Two
@@ -1167,8 +1202,8 @@ impl Store for PgStore {
         self.sealer.open_notifications(claimed)
     }
 
-    async fn finish_delivery(&self, d: &DeliveryRecord, outcome: &DeliveryOutcome) -> Result<()> {
-        finish_delivery(&self.pool, d, outcome).await
+    async fn finish_deliveries(&self, done: &[(DeliveryRecord, DeliveryOutcome)]) -> Result<usize> {
+        finish_deliveries(&self.pool, done).await
     }
 
     async fn resend_notifications(&self, ids: &[String], now: OffsetDateTime) -> Result<u64> {

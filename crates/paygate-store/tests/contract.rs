@@ -57,6 +57,7 @@ contract!(
     claim_notifications_leases_rows_and_rehands_them_after_expiry,
     concurrent_claimers_never_share_a_leased_row,
     finish_delivery_records_each_outcome,
+    finish_deliveries_records_a_batch_and_skips_what_it_cannot,
     resend_notification_makes_it_due_again,
     data_survives_close_and_reopen,
     concurrent_opens_of_a_new_database_migrate_once,
@@ -1098,6 +1099,76 @@ async fn finish_delivery_records_each_outcome(db: Db) {
             .is_err()
     );
     assert!(s.deliveries("nope").await.unwrap().is_empty());
+}
+
+async fn finish_deliveries_records_a_batch_and_skips_what_it_cannot(db: Db) {
+    let s = db.open().await;
+    for (id, tx) in [("b1", "tx1"), ("b2", "tx2"), ("b3", "tx3")] {
+        seed_notification(&*s, &notification(id, tx, 0)).await;
+    }
+    assert_eq!(
+        s.claim_notifications(t(10), t(100), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let rec = |id: &str, status: Option<i32>| DeliveryRecord {
+        notification_id: id.into(),
+        attempt: 1,
+        at: t(20),
+        http_status: status,
+        error: None,
+        duration_ms: 4,
+    };
+    // Another node already recorded b3's first attempt.
+    s.finish_delivery(&rec("b3", Some(200)), &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
+    let retry = DeliveryOutcome::Retry {
+        next_attempt_at: t(15_000),
+    };
+    let batch = vec![
+        (rec("b1", Some(200)), DeliveryOutcome::Delivered),
+        (rec("b2", Some(500)), retry),
+        // Skipped: the attempt number is recorded, the notification does not exist, and the
+        // same attempt twice in one batch.
+        (rec("b3", Some(200)), DeliveryOutcome::Delivered),
+        (rec("ghost", None), DeliveryOutcome::GaveUp),
+        (rec("b1", Some(200)), DeliveryOutcome::Delivered),
+    ];
+    assert_eq!(s.finish_deliveries(&batch).await.unwrap(), 2);
+    let state = |n: NotificationRecord| {
+        (
+            n.state,
+            n.attempts,
+            n.lease_until,
+            n.delivered_at,
+            n.next_attempt_at,
+        )
+    };
+    let b1 = s.get_notification("b1").await.unwrap().unwrap();
+    let b1_due = b1.next_attempt_at;
+    assert_eq!(
+        state(b1),
+        (NotificationState::Delivered, 1, None, Some(t(20)), b1_due)
+    );
+    assert_eq!(
+        state(s.get_notification("b2").await.unwrap().unwrap()),
+        (NotificationState::Pending, 1, None, None, t(15_000))
+    );
+    assert_eq!(s.get_notification("b3").await.unwrap().unwrap().attempts, 1);
+    assert_eq!(
+        s.deliveries("b1").await.unwrap(),
+        vec![rec("b1", Some(200))]
+    );
+    assert_eq!(
+        s.deliveries("b2").await.unwrap(),
+        vec![rec("b2", Some(500))]
+    );
+    assert_eq!(s.deliveries("b3").await.unwrap().len(), 1);
+    assert!(s.deliveries("ghost").await.unwrap().is_empty());
+    assert_eq!(s.finish_deliveries(&[]).await.unwrap(), 0);
 }
 
 async fn resend_notification_makes_it_due_again(db: Db) {

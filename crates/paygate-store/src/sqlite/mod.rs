@@ -721,14 +721,13 @@ impl Store for SqliteStore {
         self.sealer.open_notifications(claimed)
     }
 
-    async fn finish_delivery(
+    async fn finish_deliveries(
         &self,
-        delivery: &DeliveryRecord,
-        outcome: &DeliveryOutcome,
-    ) -> Result<(), StoreError> {
-        let (delivery, outcome) = (delivery.clone(), outcome.clone());
+        done: &[(DeliveryRecord, DeliveryOutcome)],
+    ) -> Result<usize, StoreError> {
+        let done = done.to_vec();
         self.threads
-            .write(move |c| ops::finish_delivery(c, &delivery, &outcome).map(Done::keep))
+            .write(move |c| ops::finish_deliveries(c, &done).map(Done::keep))
             .await
     }
 

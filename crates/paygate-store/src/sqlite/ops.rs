@@ -692,11 +692,36 @@ pub(super) fn claim_notifications(
     Ok(claimed)
 }
 
-pub(super) fn finish_delivery(
+/// Each attempt in a savepoint of its own: one whose notification is gone or whose number is
+/// already recorded (a conflict) is undone and skipped; any other error fails them all.
+pub(super) fn finish_deliveries(
+    conn: &Connection,
+    done: &[(DeliveryRecord, DeliveryOutcome)],
+) -> Result<usize> {
+    let mut recorded = 0;
+    for (d, outcome) in done {
+        execute(conn, "SAVEPOINT delivery", [])?;
+        let kept = match record_delivery(conn, d, outcome) {
+            Ok(kept) => kept,
+            Err(StoreError::Conflict(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if !kept {
+            execute(conn, "ROLLBACK TO delivery", [])?;
+        }
+        execute(conn, "RELEASE delivery", [])?;
+        recorded += usize::from(kept);
+    }
+    Ok(recorded)
+}
+
+/// The attempt's row and its notification's next state; false if there is no such
+/// notification (nothing written).
+fn record_delivery(
     conn: &Connection,
     d: &DeliveryRecord,
     outcome: &DeliveryOutcome,
-) -> Result<()> {
+) -> Result<bool> {
     let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
     let n = execute(
         conn,
@@ -707,18 +732,15 @@ pub(super) fn finish_delivery(
         params![d.notification_id, state, delivered_at, next_attempt_at],
     )?;
     if n == 0 {
-        return Err(StoreError::Database(format!(
-            "no notification {:?}",
-            d.notification_id
-        )));
+        return Ok(false);
     }
     execute(
         conn,
         "INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![d.notification_id, d.attempt, unix_ms(d.at), d.http_status, d.error, d.duration_ms],
-    )
-    .map(|_| ())
+    )?;
+    Ok(true)
 }
 
 pub(super) fn resend_notification(
