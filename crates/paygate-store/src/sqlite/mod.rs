@@ -1,6 +1,6 @@
 //! The embedded backend: one SQLite file in WAL mode, written by ONE thread that
 //! group-commits (see `threads.rs`), read by a few read-only connections on their own threads
-//! (point reads on the calling thread), its WAL copied into the file by a checkpointer thread.
+//! (point reads on the calling thread).
 //!
 //! Why this shape (reference/measured.md, "Durable writes"): rusqlite on its own thread costs
 //! ~2 µs a statement against ~50 µs through sqlx's worker hand-off, and a commit costs an
@@ -186,8 +186,7 @@ impl SqliteStore {
         let inline = (0..inline_readers())
             .map(|_| open_reader(&path, options))
             .collect::<Result<Vec<_>, _>>()?;
-        let checkpointer = open_checkpointer(&path, options)?;
-        let threads = Threads::start(writer, readers, inline, checkpointer, &bounds)?;
+        let threads = Threads::start(writer, readers, inline, &bounds)?;
         Ok(Self {
             threads,
             path,
@@ -237,27 +236,7 @@ fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, Store
     // SQLite's default is 2 MiB. Negative: KiB.
     conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
         .map_err(sqlite_err)?;
-    // The checkpointer thread copies the WAL into the file (threads.rs); the writer only
-    // finishes what it left.
-    conn.pragma_update(None, "wal_autocheckpoint", threads::WRITER_CHECKPOINT_PAGES)
-        .map_err(sqlite_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-    Ok(conn)
-}
-
-/// The checkpointer's connection: it writes the database file, so read-write; it never
-/// begins a transaction of its own, so it never holds the writer's lock.
-fn open_checkpointer(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
-    conn.busy_timeout(Duration::from_millis(options.busy_timeout_ms))
-        .map_err(sqlite_err)?;
-    let sync = match options.synchronous {
-        SqliteSync::Full => "FULL",
-        SqliteSync::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync)
-        .map_err(sqlite_err)?;
     Ok(conn)
 }
 

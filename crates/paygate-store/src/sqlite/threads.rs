@@ -13,20 +13,9 @@
 //! acknowledges the whole batch; no command's result is sent before its batch committed, so
 //! an acknowledged write is a durable write. Under load the batches grow by themselves: the
 //! longer a commit takes, the more commands queue behind it.
-//!
-//! A third thread checkpoints: it copies the WAL's pages into the database file on a
-//! connection of its own, so the writer does not. SQLite's default would have the writer do it
-//! inside the COMMIT that takes the WAL past 1,000 pages — under prepay load (~15 pages a
-//! prepay) several times a second, each time holding up that batch and every command queued
-//! behind it while a thousand pages are copied and the database file is fsynced. The writer
-//! keeps a checkpoint of its own only at `WRITER_CHECKPOINT_PAGES`, where it copies what the
-//! checkpointer has not yet (the last few milliseconds' frames): SQLite only rewinds the WAL to
-//! its start when the writer begins a transaction with every frame copied, and under steady
-//! load the writer's own commits keep the checkpointer from ever finishing that race.
 
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -99,14 +88,6 @@ where
     }
 }
 
-/// The checkpointer copies at most this often: often enough that the writer's own checkpoint
-/// finds little left, seldom enough that pages rewritten many times are copied once.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
-/// `PRAGMA wal_autocheckpoint` of the writer (pages): its checkpoint after the checkpointer's,
-/// which lets the WAL start over (16 MiB of 4 KiB pages). Also the bound should the
-/// checkpointer fall behind or fail.
-pub(crate) const WRITER_CHECKPOINT_PAGES: i64 = 4_096;
-
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// The handles the store keeps: queues in, threads to join on drop.
@@ -130,26 +111,19 @@ fn stopped() -> StoreError {
 }
 
 impl Threads {
-    /// `checkpointer`: a read-write connection to the same file, for `checkpointer_loop`;
-    /// `inline`: read-only ones for `read_now`.
+    /// `inline`: read-only connections for `read_now`.
     pub fn start(
         writer: Connection,
         readers: Vec<Connection>,
         inline: Vec<Connection>,
-        checkpointer: Connection,
         bounds: &Bounds,
     ) -> Result<Self, StoreError> {
         let (write_tx, write_rx) = mpsc::channel(bounds.write_queue_max.max(1));
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>(bounds.read_queue_max.max(1));
-        // One slot: commits while a checkpoint is due coalesce into it.
-        let (nudge_tx, nudge_rx) = std_mpsc::sync_channel(1);
         let batch_max = bounds.write_batch_max.max(1);
-        let mut handles = Vec::with_capacity(readers.len() + 2);
+        let mut handles = Vec::with_capacity(readers.len() + 1);
         handles.push(spawn("paygate-sqlite-writer".into(), move || {
-            writer_loop(writer, write_rx, batch_max, &nudge_tx)
-        })?);
-        handles.push(spawn("paygate-sqlite-checkpointer".into(), move || {
-            checkpointer_loop(&checkpointer, &nudge_rx, CHECKPOINT_INTERVAL)
+            writer_loop(writer, write_rx, batch_max)
         })?);
         // tokio's mpsc has one receiver: the readers take turns holding it. A reader blocked in
         // recv holds the lock; the others wait for the lock instead — the same thing.
@@ -169,7 +143,7 @@ impl Threads {
         })
     }
 
-    /// The writer, reader and checkpointer threads, one connection each, and `read_now`'s.
+    /// The writer and reader threads, one connection each, and `read_now`'s.
     pub fn connections(&self) -> usize {
         self.handles.len() + self.inline_count
     }
@@ -285,7 +259,6 @@ fn writer_loop(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
     batch_max: usize,
-    checkpoint_due: &std_mpsc::SyncSender<()>,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
     while let Some(first) = queue.blocking_recv() {
@@ -309,56 +282,6 @@ fn writer_loop(
         for job in batch.drain(..) {
             job.finish(&commit);
         }
-        // Full: a checkpoint is already due. Gone: the checkpointer failed to start or ended;
-        // the writer's own checkpoint still bounds the WAL.
-        let _ = checkpoint_due.try_send(());
-    }
-}
-
-/// Checkpoints (PASSIVE: never waits for the writer or a reader) at most once per `interval`
-/// after commits, until the writer's side of `due` is gone.
-fn checkpointer_loop(conn: &Connection, due: &std_mpsc::Receiver<()>, interval: Duration) {
-    let mut last: Option<Instant> = None;
-    let mut wanted = false;
-    loop {
-        let next = if wanted {
-            let wait = last.map_or(Duration::ZERO, |t| interval.saturating_sub(t.elapsed()));
-            due.recv_timeout(wait)
-        } else {
-            due.recv()
-                .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected)
-        };
-        match next {
-            Ok(()) => wanted = true,
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                checkpoint(conn);
-                last = Some(Instant::now());
-                wanted = false;
-            }
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-fn checkpoint(conn: &Connection) {
-    let started = Instant::now();
-    // (busy, frames in the WAL, frames copied): busy when another connection checkpoints.
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    }) {
-        Ok((busy, frames, copied)) => tracing::trace!(
-            busy,
-            frames,
-            copied,
-            elapsed_us = started.elapsed().as_micros(),
-            "SQLite checkpoint"
-        ),
-        // The writer's own checkpoint still bounds the WAL; the next commit asks again.
-        Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
     }
 }
 
@@ -478,122 +401,32 @@ mod tests {
         assert!(conn.is_autocommit(), "the batch's transaction is closed");
     }
 
-    /// A WAL-mode file in a fresh directory: the writer (checkpointing only at `autocheckpoint`
-    /// pages; 0 never) and a second read-write connection for the checkpointer.
-    fn wal_file(autocheckpoint: i64) -> (std::path::PathBuf, Connection, Connection) {
-        let dir = std::env::temp_dir().join(format!("paygate-ckpt-{}", uuid::Uuid::new_v4()));
+    /// A WAL-mode file in a fresh directory, and its writer.
+    fn wal_file() -> (std::path::PathBuf, Connection) {
+        let dir = std::env::temp_dir().join(format!("paygate-threads-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.db");
         let writer = Connection::open(&path).unwrap();
         writer
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
             .unwrap();
-        writer
-            .pragma_update(None, "wal_autocheckpoint", autocheckpoint)
-            .unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY, pad BLOB NOT NULL)")
-            .unwrap();
-        let checkpointer = Connection::open(&path).unwrap();
-        (path, writer, checkpointer)
+        (path, writer)
     }
 
-    fn file_len(path: &std::path::Path) -> u64 {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// The store's threads with small queues and batches.
-    fn start(
-        writer: Connection,
-        readers: Vec<Connection>,
-        inline: Vec<Connection>,
-        checkpointer: Connection,
-    ) -> Threads {
+    #[test]
+    fn a_point_read_runs_on_the_callers_thread_while_a_connection_is_free() {
+        let (path, writer) = wal_file();
+        let reader = || Connection::open(&path).unwrap();
         let bounds = Bounds {
             write_queue_max: 16,
             write_batch_max: 4,
             read_queue_max: 16,
         };
-        Threads::start(writer, readers, inline, checkpointer, &bounds).unwrap()
-    }
-
-    /// One command per row, one at a time, each row a 4 KiB blob (a page or more).
-    fn write_pages(threads: &Threads, rt: &tokio::runtime::Runtime, rows: std::ops::Range<i64>) {
-        for v in rows {
-            rt.block_on(threads.write(move |c| {
-                c.execute("INSERT INTO t (v, pad) VALUES (?1, zeroblob(4096))", [v])
-                    .map_err(sqlite_err)?;
-                Ok(Done::keep(()))
-            }))
-            .unwrap();
-        }
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
+        let threads = Threads::start(writer, vec![reader()], vec![reader()], &bounds).unwrap();
+        assert_eq!(threads.connections(), 3, "writer, reader, inline");
+        let rt = tokio::runtime::Builder::new_current_thread()
             .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn the_checkpointer_copies_the_wal_into_the_file_without_the_writer() {
-        // The writer never checkpoints here: pages reach the database file only through the
-        // checkpointer thread.
-        let (path, writer, checkpointer) = wal_file(0);
-        let before = file_len(&path);
-        let threads = start(writer, Vec::new(), Vec::new(), checkpointer);
-        let rt = runtime();
-        write_pages(&threads, &rt, 0..256);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while file_len(&path) < before + 256 * 4096 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            file_len(&path) >= before + 256 * 4096,
-            "the rows reached the database file: {} bytes, {before} before",
-            file_len(&path)
-        );
-        // Dropping the store stops the checkpointer too (the test would hang otherwise).
-        drop(threads);
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
-    }
-
-    #[test]
-    fn under_steady_writes_the_wal_starts_over_instead_of_growing() {
-        // With the writer's checkpoint as in production, the WAL wraps to its start once
-        // every frame is copied; without that it would hold all 3 × WRITER_CHECKPOINT_PAGES.
-        let (path, writer, checkpointer) = wal_file(WRITER_CHECKPOINT_PAGES);
-        let threads = start(writer, Vec::new(), Vec::new(), checkpointer);
-        let rt = runtime();
-        let rows = 3 * WRITER_CHECKPOINT_PAGES;
-        write_pages(&threads, &rt, 0..rows);
-        let wal = file_len(&path.with_extension("db-wal"));
-        // Frames are a page plus a 24-byte header; a commit past the mark adds a few more.
-        let bound = u64::try_from(WRITER_CHECKPOINT_PAGES + 64).unwrap() * (4096 + 24);
-        assert!(wal <= bound, "WAL {wal} bytes, bound {bound}");
-        let count: i64 = rt
-            .block_on(threads.write(|c| {
-                c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-                    .map(Done::keep)
-                    .map_err(sqlite_err)
-            }))
             .unwrap();
-        assert_eq!(count, rows);
-        drop(threads);
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
-    }
-
-    #[test]
-    fn a_point_read_runs_on_the_callers_thread_while_a_connection_is_free() {
-        let (path, writer, checkpointer) = wal_file(0);
-        let reader = || Connection::open(&path).unwrap();
-        let threads = start(writer, vec![reader()], vec![reader()], checkpointer);
-        assert_eq!(
-            threads.connections(),
-            4,
-            "writer, reader, checkpointer, inline"
-        );
-        let rt = runtime();
         let here = std::thread::current().id();
         let on = |t: &Threads| {
             rt.block_on(t.read_now(|c| {
