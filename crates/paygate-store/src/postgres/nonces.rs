@@ -95,17 +95,14 @@ fn stopped() -> StoreError {
 
 async fn batch_loop(pool: PgPool, mut queue: mpsc::Receiver<Ask>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
-    while let Some(first) = queue.recv().await {
-        // Waiting for a slot lets the asks behind this one pile up into its batch.
+    loop {
+        // While every slot is busy, the asks pile up into the next batch.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match queue.try_recv() {
-                Ok(ask) => batch.push(ask),
-                Err(_) => break,
-            }
+        let mut batch = Vec::new();
+        if queue.recv_many(&mut batch, BATCH_MAX).await == 0 {
+            return;
         }
         let pool = pool.clone();
         tokio::spawn(async move {
