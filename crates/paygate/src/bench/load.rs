@@ -267,6 +267,29 @@ impl Shared {
         }
     }
 
+    /// Until the gateway has learned of the payment: the channel's callback reaches it after
+    /// the sandbox answered, and a refund of an order not yet SUCCESS is rightly refused
+    /// (404 RESOURCE_NOT_EXISTS), which would count the harness's race as the gateway's error.
+    async fn await_paid(&self, no: &str) -> Result<(), String> {
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
+            self.kit.merchant.mchid
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let order: Value = self.client.get_json(&path).await.map_err(code)?;
+            if order["trade_state"] == "SUCCESS" {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "order {no} not SUCCESS 10 s after the sandbox paid it"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn query(&self, no: &str) -> Result<(), String> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
@@ -317,7 +340,8 @@ async fn call(shared: &Shared, scenario: Scenario, i: u64) -> (Duration, Result<
             let no = shared.next_no();
             if let Err(e) = async {
                 shared.prepay(Scenario::Native, &no).await?;
-                shared.pay(&no).await
+                shared.pay(&no).await?;
+                shared.await_paid(&no).await
             }
             .await
             {
