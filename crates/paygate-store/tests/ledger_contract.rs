@@ -221,6 +221,14 @@ async fn a_payment_posts_with_its_order_change_and_only_once(db: Db) {
         .unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.leaf_index.is_none()));
+    // The transfers are stored (and so journaled) in the order the posting applied them.
+    let posted: Vec<_> = payment("4200000000000000000000000001", 10_000, 60, false)
+        .transfers
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    let stored: Vec<_> = rows.iter().map(|r| r.record.transfer.id).collect();
+    assert_eq!(stored, posted);
     // A replayed callback posts nothing twice, and the same id with other fields is refused.
     let again = s
         .post_ledger(
