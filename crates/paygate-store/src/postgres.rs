@@ -171,12 +171,12 @@ impl PgStore {
             // one transaction, so such a failure writes nothing and a retry is safe.
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(pg_err)?;
         migrate_postgres(&pool).await?;
         Ok(Self {
-            nonces: nonces::NonceBatcher::new(pool.clone()),
+            nonces: nonces::NonceBatcher::new(nonces::pool(connect, &options)),
             pool,
             sealer: Default::default(),
         })
