@@ -176,7 +176,7 @@ impl PgStore {
             .map_err(pg_err)?;
         migrate_postgres(&pool).await?;
         Ok(Self {
-            nonces: nonces::NonceBatcher::new(nonces::pool(connect, &options)),
+            nonces: nonces::NonceBatcher::new(nonces::pool(connect, options)),
             pool,
             sealer: Default::default(),
         })
