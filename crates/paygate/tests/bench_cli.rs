@@ -7,6 +7,9 @@
 //! the port, since the ratios of issue 8 are built on it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{TempDir, free_port};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,27 +19,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paygate");
 const OPERATOR_TOKEN: &str = "bench-cli-operator";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir =
-            std::env::temp_dir().join(format!("paygate-bench-cli-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process, its output in a log file; killed and reaped when dropped.
 struct Proc {
@@ -87,14 +69,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(args: &[&str]) -> String {
@@ -165,7 +139,7 @@ fn load(dir: &Path, name: &str, extra: &[&str]) -> Value {
 
 #[test]
 fn every_scenario_runs_against_the_gateway_without_errors() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bench-cli");
     let d = &dir.0;
     let (sim_port, gw_port) = (free_port(), free_port());
     let sim_listen = format!("127.0.0.1:{sim_port}");

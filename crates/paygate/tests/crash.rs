@@ -19,6 +19,9 @@
     clippy::too_many_lines
 )]
 
+mod common;
+
+use common::{TempDir, free_port};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -56,29 +59,6 @@ const ACK_DELAY: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------------------------
 // processes and directories
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!(
-            "paygate-crash-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An account's posted balance from the admin ledger view.
 async fn ledger_balance(
@@ -208,14 +188,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,10 +512,10 @@ async fn gateway_survives_kill_9_without_losing_or_duplicating_payments() {
 
 async fn scenario() {
     let started = Instant::now();
-    let kit_dir = TempDir::new("sim");
-    let data_dir = TempDir::new("gw");
-    let merchant_dir = TempDir::new("merchant");
-    let logs = TempDir::new("logs");
+    let kit_dir = TempDir::new("crash-sim");
+    let data_dir = TempDir::new("crash-gw");
+    let merchant_dir = TempDir::new("crash-merchant");
+    let logs = TempDir::new("crash-logs");
     let token = format!("crash-{}", std::process::id());
 
     // upstream WeChat Pay: the simulator, as a separate process
