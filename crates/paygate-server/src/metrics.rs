@@ -277,7 +277,7 @@ pub fn pool_text(backend: &str, stats: &paygate_store::PoolStats) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# HELP paygate_db_connections Database connections (PostgreSQL pool; SQLite writer, readers and point-read connections)."
+        "# HELP paygate_db_connections Database connections (PostgreSQL: the store's pool and the nonce inserts'; SQLite: writer, readers and point-read connections)."
     );
     let _ = writeln!(out, "# TYPE paygate_db_connections gauge");
     let in_use = stats.connections.saturating_sub(stats.idle);

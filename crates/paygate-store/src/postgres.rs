@@ -1247,14 +1247,19 @@ impl Store for PgStore {
     }
 
     fn pool_stats(&self) -> crate::PoolStats {
+        // The nonce inserts' own connections (postgres/nonces.rs) count too: they are
+        // PostgreSQL backends like the others.
+        let nonces = self.nonces.pool();
+        let idle = self.pool.num_idle().saturating_add(nonces.num_idle());
         crate::PoolStats {
-            connections: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            connections: self.pool.size().saturating_add(nonces.size()),
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
             ..Default::default()
         }
     }
 
     async fn close(&self) {
+        self.nonces.pool().close().await;
         self.pool.close().await;
     }
 

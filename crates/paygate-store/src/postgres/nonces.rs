@@ -65,6 +65,11 @@ impl NonceBatcher {
         }
     }
 
+    /// The connections the inserts run on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// True the first time `(mchid, nonce)` is seen until `expires_at` (unix ms).
     pub async fn remember(
         &self,
