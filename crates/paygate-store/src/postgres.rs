@@ -8,7 +8,9 @@
 //! URL: `postgres://…[?schema=NAME&max_connections=N]` (or `postgresql://`). Other query
 //! parameters (`sslmode`, …) go to sqlx. `schema` puts every table in that schema (created if
 //! missing) by setting the connections' `search_path`: this is how tests, and several
-//! independent gateways, share one database without seeing each other.
+//! independent gateways, share one database without seeing each other. `max_connections` is
+//! the store's pool; the replay check's nonce inserts open up to four more of their own
+//! (`postgres/nonces.rs`), so a node holds at most N + 4 backends.
 
 use std::str::FromStr;
 use std::time::Duration;
