@@ -271,14 +271,9 @@ impl Shared {
     /// the sandbox answered, and a refund of an order not yet SUCCESS is rightly refused
     /// (404 RESOURCE_NOT_EXISTS), which would count the harness's race as the gateway's error.
     async fn await_paid(&self, no: &str) -> Result<(), String> {
-        let path = format!(
-            "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
-            self.kit.merchant.mchid
-        );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let order: Value = self.client.get_json(&path).await.map_err(code)?;
-            if order["trade_state"] == "SUCCESS" {
+            if self.order(no).await?["trade_state"] == "SUCCESS" {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -291,15 +286,16 @@ impl Shared {
     }
 
     async fn query(&self, no: &str) -> Result<(), String> {
+        self.order(no).await.map(|_| ())
+    }
+
+    /// The order by out_trade_no, as the merchant API answers it.
+    async fn order(&self, no: &str) -> Result<Value, String> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
             self.kit.merchant.mchid
         );
-        self.client
-            .get_json::<Value>(&path)
-            .await
-            .map(|_| ())
-            .map_err(code)
+        self.client.get_json::<Value>(&path).await.map_err(code)
     }
 }
 
