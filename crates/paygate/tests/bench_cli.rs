@@ -200,6 +200,23 @@ fn every_scenario_runs_against_the_gateway_without_errors() {
             // Every V3 call is verified and its answer signed by the gateway.
             assert!(signs >= 1.0, "{scenario}: {signs} signatures per call");
         }
+        if scenario == "native" {
+            // Where a prepay's CPU goes: the async workers, and the SQLite writer its two
+            // commits go through, each read from /proc by thread name.
+            let by_thread = report["server_cpu_us_per_op_by_thread"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let us = |group: &str| by_thread.get(group).and_then(Value::as_f64);
+            assert!(us("tokio-rt-worker").unwrap_or(0.0) > 0.0, "{by_thread:?}");
+            assert!(us("sqlite-writer").is_some(), "{by_thread:?}");
+            let whole = report["server_cpu_us_per_op"].as_f64().unwrap_or(0.0);
+            let split: f64 = by_thread.values().filter_map(Value::as_f64).sum();
+            assert!(
+                split > 0.5 * whole && split < 1.5 * whole,
+                "threads {split} µs against the process's {whole} µs: {by_thread:?}"
+            );
+        }
         if matches!(scenario, "mix" | "notify") {
             assert!(
                 report["notifications_received"].as_u64().unwrap_or(0) > 0,

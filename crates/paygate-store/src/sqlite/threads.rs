@@ -122,7 +122,7 @@ impl Threads {
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>(bounds.read_queue_max.max(1));
         let batch_max = bounds.write_batch_max.max(1);
         let mut handles = Vec::with_capacity(readers.len() + 1);
-        handles.push(spawn("paygate-sqlite-writer".into(), move || {
+        handles.push(spawn("sqlite-writer".into(), move || {
             writer_loop(writer, write_rx, batch_max)
         })?);
         // tokio's mpsc has one receiver: the readers take turns holding it. A reader blocked in
@@ -130,7 +130,7 @@ impl Threads {
         let read_rx = Arc::new(Mutex::new(read_rx));
         for (i, conn) in readers.into_iter().enumerate() {
             let rx = Arc::clone(&read_rx);
-            handles.push(spawn(format!("paygate-sqlite-reader-{i}"), move || {
+            handles.push(spawn(format!("sqlite-reader-{i}"), move || {
                 reader_loop(&conn, &rx)
             })?);
         }
@@ -233,6 +233,8 @@ impl Drop for Threads {
     }
 }
 
+/// Names fit Linux's 15-byte thread name, so `bench load` can tell the writer from a
+/// reader in /proc (the longer `paygate-sqlite-…` both showed as `paygate-sqlite-`).
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name(name)

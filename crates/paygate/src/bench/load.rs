@@ -79,6 +79,9 @@ pub struct LoadReport {
     pub server_pid: Option<u32>,
     pub server_cpu_s_per_op: Option<f64>,
     pub server_cpu_us_per_op: Option<f64>,
+    /// The same CPU split by the server's threads, grouped by name without a trailing number
+    /// (`tokio-rt-worker`, `sqlite-writer`, `sqlite-reader`…): where an operation's CPU goes.
+    pub server_cpu_us_per_op_by_thread: BTreeMap<String, f64>,
     pub notifications_received: u64,
     pub notifications_per_s: f64,
     /// Server CPU divided by the notifications received in the window.
@@ -519,6 +522,7 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     let signatures_before = metrics_before.as_deref().and_then(signature_counters);
     let added_before = metrics_before.as_deref().and_then(added_histogram);
     let cpu_before = pid.and_then(procstat::cpu_seconds);
+    let threads_before = pid.and_then(procstat::cpu_seconds_by_thread);
     let notified_before = notified.load(Ordering::Relaxed);
     let started = Instant::now();
     let stop = started + args.duration;
@@ -589,6 +593,7 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     // Let in-flight notifications land before counting them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_after = pid.and_then(procstat::cpu_seconds);
+    let threads_after = pid.and_then(procstat::cpu_seconds_by_thread);
     let metrics_after = scrape_metrics(&shared.http, &base_url).await;
     let signatures_after = metrics_after.as_deref().and_then(signature_counters);
     let added_after = metrics_after.as_deref().and_then(added_histogram);
@@ -603,6 +608,13 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
     let cpu = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => Some((b - a) / ok_ops as f64),
         _ => None,
+    };
+    let by_thread = match (&threads_before, &threads_after) {
+        (Some(b), Some(a)) => procstat::cpu_seconds_by_group(b, a)
+            .into_iter()
+            .map(|(group, s)| (group, s * 1e6 / ok_ops as f64))
+            .collect(),
+        _ => BTreeMap::new(),
     };
     let notifications = notified.load(Ordering::Relaxed) - notified_before;
     let signatures = match (signatures_before, signatures_after) {
@@ -628,6 +640,7 @@ pub async fn run(kit_dir: &Path, args: LoadArgs) -> Result<LoadReport, String> {
         server_pid: pid,
         server_cpu_s_per_op: cpu,
         server_cpu_us_per_op: cpu.map(|c| c * 1e6),
+        server_cpu_us_per_op_by_thread: by_thread,
         notifications_received: notifications,
         notifications_per_s: notifications as f64 / seconds,
         server_cpu_us_per_notification: cpu_per_notification,
@@ -697,6 +710,16 @@ pub fn print(r: &LoadReport) {
             println!("  server CPU      {us:.0} µs per successful operation (pid {pid})")
         }
         _ => println!("  server CPU      unknown (server process not visible; pass --pid)"),
+    }
+    if !r.server_cpu_us_per_op_by_thread.is_empty() {
+        let mut threads: Vec<_> = r.server_cpu_us_per_op_by_thread.iter().collect();
+        threads.sort_by(|a, b| b.1.total_cmp(a.1));
+        let split: Vec<String> = threads
+            .iter()
+            .filter(|(_, us)| **us >= 0.5)
+            .map(|(group, us)| format!("{group} {us:.0}"))
+            .collect();
+        println!("  by thread       {} µs", split.join(", "));
     }
     if r.notifications_received > 0 {
         println!(
