@@ -113,7 +113,7 @@ async fn query_by_id(
     check_query_mchid(&caller, query)?;
     let order = app
         .store
-        .get_order_by_transaction_id(&transaction_id)
+        .get_order_view(paygate_store::OrderKey::TransactionId(&transaction_id))
         .await
         .map_err(store_fail)?
         // §4.3: an unpaid order is found by out_trade_no only; another merchant's never.
@@ -137,7 +137,10 @@ async fn query_by_out_trade_no(
     check_query_mchid(&caller, query)?;
     let order = app
         .store
-        .get_order(&caller.merchant.mchid, &out_trade_no)
+        .get_order_view(paygate_store::OrderKey::OutTradeNo {
+            mchid: &caller.merchant.mchid,
+            out_trade_no: &out_trade_no,
+        })
         .await
         .map_err(store_fail)?
         .ok_or_else(not_exist)?;

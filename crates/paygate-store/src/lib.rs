@@ -169,6 +169,11 @@ pub trait Store:
         &self,
         transaction_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError>;
+    /// The order as the query API shows it: [`Store::get_order`] (or by transaction id) with
+    /// the request snapshot and its fingerprint left empty (`""`). A merchant's query shows
+    /// neither, and opening them is an SM4 decryption of the whole request on the read
+    /// merchants make most. Never pass such a record to a flow that reads the request.
+    async fn get_order_view(&self, key: OrderKey<'_>) -> Result<Option<OrderRecord>, StoreError>;
     /// Attempts of an order, by `seq`.
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
     /// The attempt whose channel out_trade_no is `attempt_id`, with its order.

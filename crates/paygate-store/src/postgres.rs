@@ -153,6 +153,18 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
 }
 
 impl PgStore {
+    /// One order by its transaction id, as stored (sealed).
+    async fn order_by_transaction_id(&self, transaction_id: &str) -> Result<Option<OrderRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLS} FROM orders WHERE transaction_id = $1"
+        ))
+        .bind(transaction_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        row.map(|r| codec::order(&r, 0)).transpose()
+    }
+
     /// Connects by URL, honouring `schema` and `max_connections` (see the module doc).
     pub async fn connect_url(url: &str) -> Result<Self> {
         let (url, options) = PgOptions::from_url(url)?;
@@ -965,15 +977,22 @@ impl Store for PgStore {
         &self,
         transaction_id: &str,
     ) -> Result<Option<OrderRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLS} FROM orders WHERE transaction_id = $1"
-        ))
-        .bind(transaction_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_err)?;
-        let order = row.map(|r| codec::order(&r, 0)).transpose()?;
+        let order = self.order_by_transaction_id(transaction_id).await?;
         self.open_order(order).await
+    }
+
+    async fn get_order_view(&self, key: crate::OrderKey<'_>) -> Result<Option<OrderRecord>> {
+        let order = match key {
+            crate::OrderKey::OutTradeNo {
+                mchid,
+                out_trade_no,
+            } => {
+                let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+                order_by_key(&mut conn, mchid, out_trade_no).await?
+            }
+            crate::OrderKey::TransactionId(id) => self.order_by_transaction_id(id).await?,
+        };
+        self.open_order_view(order).await
     }
 
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>> {

@@ -120,6 +120,16 @@ impl OrderState {
     }
 }
 
+/// Which order a view read is for: the merchant's own key, or the transaction id.
+#[derive(Clone, Copy, Debug)]
+pub enum OrderKey<'a> {
+    OutTradeNo {
+        mchid: &'a str,
+        out_trade_no: &'a str,
+    },
+    TransactionId(&'a str),
+}
+
 /// A merchant's order, keyed by the gateway's own transaction id (WeChat's 28-digit shape).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRecord {

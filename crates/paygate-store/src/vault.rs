@@ -292,7 +292,21 @@ impl Sealer {
     /// cache or, for the others, from the vault rows `fetch` reads.
     pub(crate) async fn open_orders<F, Fut>(
         &self,
+        orders: Vec<OrderRecord>,
+        fetch: F,
+    ) -> Result<Vec<OrderRecord>, StoreError>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(String, String)>, StoreError>>,
+    {
+        self.open_orders_as(orders, Opening::Whole, fetch).await
+    }
+
+    /// [`Self::open_orders`] for what a view shows ([`Opening::View`]).
+    pub(crate) async fn open_orders_as<F, Fut>(
+        &self,
         mut orders: Vec<OrderRecord>,
+        opening: Opening,
         fetch: F,
     ) -> Result<Vec<OrderRecord>, StoreError>
     where
@@ -306,6 +320,9 @@ impl Sealer {
                         "order is sealed but the store was opened without a master key".into(),
                     ));
                 }
+            }
+            if opening == Opening::View {
+                orders.iter_mut().for_each(blank_request);
             }
             return Ok(orders);
         };
@@ -329,12 +346,16 @@ impl Sealer {
         }
         let cache = self.openids.lock().unwrap_or_else(|p| p.into_inner());
         for o in &mut orders {
-            o.request_json = vault
-                .open(ORDER_REQUEST, &o.request_json)
-                .map_err(vault_err)?;
-            o.fingerprint = vault
-                .open(ORDER_FINGERPRINT, &o.fingerprint)
-                .map_err(vault_err)?;
+            if opening == Opening::Whole {
+                o.request_json = vault
+                    .open(ORDER_REQUEST, &o.request_json)
+                    .map_err(vault_err)?;
+                o.fingerprint = vault
+                    .open(ORDER_FINGERPRINT, &o.fingerprint)
+                    .map_err(vault_err)?;
+            } else {
+                blank_request(o);
+            }
             if let Some(a) = &o.attach {
                 o.attach = Some(vault.open(ORDER_ATTACH, a).map_err(vault_err)?);
             }
@@ -351,6 +372,21 @@ impl Sealer {
         }
         Ok(orders)
     }
+}
+
+/// A view's order: no request snapshot, no fingerprint (sealed or not, the same either way).
+fn blank_request(o: &mut OrderRecord) {
+    o.request_json.clear();
+    o.fingerprint.clear();
+}
+
+/// How much of a read order to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// Every field, as written.
+    Whole,
+    /// What the query API shows: the request snapshot and its fingerprint left empty.
+    View,
 }
 
 /// What the backends provide for the generic vault operations below.

@@ -122,6 +122,47 @@ async fn sealed_fields_read_back_whole_and_are_not_in_the_database(db: Db) {
         .unwrap()
         .unwrap();
     assert_eq!(fresh.payer_openid.as_deref(), Some(OPENID));
+    // The query API's view: the same order, openid and attach opened (this store's openid
+    // cache is cold: read from the vault), the request snapshot and fingerprint left empty.
+    let mut shown = read.clone();
+    shown.request_json.clear();
+    shown.fingerprint.clear();
+    for key in [
+        OrderKey::OutTradeNo {
+            mchid: "1900000109",
+            out_trade_no: "out-1",
+        },
+        OrderKey::TransactionId(&o.transaction_id),
+    ] {
+        assert_eq!(
+            again.get_order_view(key).await.unwrap(),
+            Some(shown.clone())
+        );
+        assert_eq!(s.get_order_view(key).await.unwrap(), Some(shown.clone()));
+    }
+    let missing = OrderKey::OutTradeNo {
+        mchid: "1900000109",
+        out_trade_no: "out-none",
+    };
+    assert_eq!(s.get_order_view(missing).await.unwrap(), None);
+    // Without a vault a view blanks the same two fields, so it looks the same either way.
+    let plain = db.open().await;
+    let (mut p, pa) = sensitive_order(9);
+    p.payer_openid = None;
+    plain.create_order(&p, &pa).await.unwrap();
+    let plain_view = plain
+        .get_order_view(OrderKey::TransactionId(&p.transaction_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            plain_view.request_json.as_str(),
+            plain_view.fingerprint.as_str()
+        ),
+        ("", "")
+    );
+    assert_eq!(plain_view.attach, p.attach);
 
     let raw = raw_text(&db).await;
     for secret in [OPENID, CARD, ID_NUMBER] {
@@ -144,6 +185,16 @@ async fn a_wrong_master_key_is_refused_and_a_keyless_store_does_not_guess(db: Db
     let keyless = db.open().await;
     assert!(matches!(
         keyless.get_order("1900000109", "out-2").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // A view does not open the request either, but still refuses a sealed order unopened.
+    assert!(matches!(
+        keyless
+            .get_order_view(OrderKey::OutTradeNo {
+                mchid: "1900000109",
+                out_trade_no: "out-2",
+            })
+            .await,
         Err(StoreError::Corrupt(_))
     ));
 }

@@ -546,6 +546,30 @@ impl Store for SqliteStore {
         self.open_order(order).await
     }
 
+    async fn get_order_view(
+        &self,
+        key: crate::OrderKey<'_>,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let order = match key {
+            crate::OrderKey::OutTradeNo {
+                mchid,
+                out_trade_no,
+            } => {
+                let (mchid, out_trade_no) = (mchid.to_string(), out_trade_no.to_string());
+                self.threads
+                    .read_now(move |c| ops::get_order(c, &mchid, &out_trade_no))
+                    .await?
+            }
+            crate::OrderKey::TransactionId(id) => {
+                let id = id.to_string();
+                self.threads
+                    .read_now(move |c| ops::get_order_by_transaction_id(c, &id))
+                    .await?
+            }
+        };
+        self.open_order_view(order).await
+    }
+
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
         let transaction_id = transaction_id.to_string();
         self.threads
