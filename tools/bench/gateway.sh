@@ -9,7 +9,7 @@
 # merchant, and runs, one after another:
 #   1. `paygate bench crypto`: what 2 RSA signs + 2 verifies (prepay) and 1 + 1 (query) cost;
 #   2. Native prepay and query, closed loop: throughput, latency, the gateway's CPU per call
-#      (from /proc) and its ratio to that cryptography;
+#      (from /proc, whole and by thread) and its ratio to that cryptography;
 #   3. the merchant notifications the gateway delivers per second against its signing ceiling
 #      (2 cores × RSA signs per second);
 #   4. Native prepay and query in an open loop at half the measured peak, through the gateway
@@ -105,12 +105,18 @@ printf '| gateway CPU per prepay / 2 signs + 2 verifies | %.0f µs / %.0f µs = 
   "$(field native .server_cpu_us_per_op)" "$PREPAY_FLOOR" "$(ratio "$(field native .server_cpu_us_per_op)" "$PREPAY_FLOOR")"
 printf '| same, measured inside the gateway: CPU ÷ its own signature CPU (%.2f signs + %.2f verifies per call) | **%.2f×** |\n' \
   "$(field native .server_signs_per_op)" "$(field native .server_verifies_per_op)" "$(field native .server_cpu_over_signatures)"
+by_thread() { # the report's CPU per operation by thread, largest first
+  jq -r '.server_cpu_us_per_op_by_thread | to_entries | sort_by(-.value)
+    | map(select(.value >= 0.5) | "\(.key) \(.value | floor)") | join(", ")' "$OUT/$1.json"
+}
+printf '| prepay: gateway CPU by thread, µs per call | %s |\n' "$(by_thread native)"
 printf '| Query, %s callers | %.0f/s, p50 %.1f ms, p99 %.1f ms, %s errors |\n' "$CONCURRENCY" \
   "$(field query .throughput_per_s)" "$(field query .latency_ms_p50)" "$(field query .latency_ms_p99)" "$(field query .errors)"
 printf '| gateway CPU per query / 1 sign + 1 verify | %.0f µs / %.0f µs = **%s×** |\n' \
   "$(field query .server_cpu_us_per_op)" "$QUERY_FLOOR" "$(ratio "$(field query .server_cpu_us_per_op)" "$QUERY_FLOOR")"
 printf '| same, inside the gateway (%.2f signs + %.2f verifies per call) | **%.2f×** |\n' \
   "$(field query .server_signs_per_op)" "$(field query .server_verifies_per_op)" "$(field query .server_cpu_over_signatures)"
+printf '| query: gateway CPU by thread, µs per call | %s |\n' "$(by_thread query)"
 printf '| notification delivery: signature CPU ÷ gateway CPU (per-core efficiency) | **%.1f %%** |\n' \
   "$(jq -r '100 / .server_cpu_over_signatures' "$OUT/notify.json")"
 printf '| notifications delivered / signing ceiling (2 cores) | %.0f/s / %.0f/s = **%s %%** |\n' \

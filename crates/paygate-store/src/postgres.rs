@@ -992,7 +992,9 @@ impl Store for PgStore {
             }
             crate::OrderKey::TransactionId(id) => self.order_by_transaction_id(id).await?,
         };
-        self.open_order_view(order).await
+        (self.sealer)
+            .open_order_view(order, |t| self.openids(t))
+            .await
     }
 
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>> {

@@ -302,7 +302,24 @@ impl Sealer {
         self.open_orders_as(orders, Opening::Whole, fetch).await
     }
 
-    /// [`Self::open_orders`] for what a view shows ([`Opening::View`]).
+    /// One order read for a view ([`Opening::View`]).
+    pub(crate) async fn open_order_view<F, Fut>(
+        &self,
+        order: Option<OrderRecord>,
+        fetch: F,
+    ) -> Result<Option<OrderRecord>, StoreError>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(String, String)>, StoreError>>,
+    {
+        let orders = order.into_iter().collect();
+        Ok(self
+            .open_orders_as(orders, Opening::View, fetch)
+            .await?
+            .pop())
+    }
+
+    /// [`Self::open_orders`], opening as much as `opening` says.
     pub(crate) async fn open_orders_as<F, Fut>(
         &self,
         mut orders: Vec<OrderRecord>,

@@ -75,7 +75,7 @@ impl PgStore {
         Ok(())
     }
 
-    async fn openids(&self, tokens: Vec<String>) -> Result<Vec<(String, String)>> {
+    pub(super) async fn openids(&self, tokens: Vec<String>) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT token, sealed FROM openid_vault WHERE token = ANY($1)")
             .bind(&tokens)
             .fetch_all(&self.pool)
@@ -126,20 +126,6 @@ impl PgStore {
         order: Option<crate::OrderRecord>,
     ) -> Result<Option<crate::OrderRecord>> {
         Ok(self.open_orders(order.into_iter().collect()).await?.pop())
-    }
-
-    pub(super) async fn open_order_view(
-        &self,
-        order: Option<crate::OrderRecord>,
-    ) -> Result<Option<crate::OrderRecord>> {
-        let orders = order.into_iter().collect();
-        Ok(self
-            .sealer
-            .open_orders_as(orders, crate::vault::Opening::View, |tokens| {
-                self.openids(tokens)
-            })
-            .await?
-            .pop())
     }
 
     pub(super) async fn open_pairs(

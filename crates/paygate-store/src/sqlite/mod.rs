@@ -567,7 +567,9 @@ impl Store for SqliteStore {
                     .await?
             }
         };
-        self.open_order_view(order).await
+        (self.sealer)
+            .open_order_view(order, |t| self.openids(t))
+            .await
     }
 
     async fn attempts(&self, transaction_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {

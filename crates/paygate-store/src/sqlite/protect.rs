@@ -372,20 +372,6 @@ impl SqliteStore {
         Ok(self.open_orders(order.into_iter().collect()).await?.pop())
     }
 
-    pub(super) async fn open_order_view(
-        &self,
-        order: Option<crate::OrderRecord>,
-    ) -> Result<Option<crate::OrderRecord>> {
-        let orders = order.into_iter().collect();
-        Ok(self
-            .sealer
-            .open_orders_as(orders, crate::vault::Opening::View, |tokens| {
-                self.openids(tokens)
-            })
-            .await?
-            .pop())
-    }
-
     pub(super) async fn open_pairs(
         &self,
         pairs: Vec<(crate::OrderRecord, crate::AttemptRecord)>,
