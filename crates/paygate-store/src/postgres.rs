@@ -153,16 +153,27 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
 }
 
 impl PgStore {
-    /// One order by its transaction id, as stored (sealed).
-    async fn order_by_transaction_id(&self, transaction_id: &str) -> Result<Option<OrderRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLS} FROM orders WHERE transaction_id = $1"
-        ))
-        .bind(transaction_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_err)?;
-        row.map(|r| codec::order(&r, 0)).transpose()
+    /// One order by either key, as stored (sealed).
+    async fn read_order(&self, key: crate::OrderKey<'_>) -> Result<Option<OrderRecord>> {
+        match key {
+            crate::OrderKey::OutTradeNo {
+                mchid,
+                out_trade_no,
+            } => {
+                let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+                order_by_key(&mut conn, mchid, out_trade_no).await
+            }
+            crate::OrderKey::TransactionId(id) => {
+                let row = sqlx::query(&format!(
+                    "SELECT {ORDER_COLS} FROM orders WHERE transaction_id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(pg_err)?;
+                row.map(|r| codec::order(&r, 0)).transpose()
+            }
+        }
     }
 
     /// Connects by URL, honouring `schema` and `max_connections` (see the module doc).
@@ -967,9 +978,11 @@ impl Store for PgStore {
     }
 
     async fn get_order(&self, mchid: &str, out_trade_no: &str) -> Result<Option<OrderRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
-        let order = order_by_key(&mut conn, mchid, out_trade_no).await?;
-        drop(conn);
+        let key = crate::OrderKey::OutTradeNo {
+            mchid,
+            out_trade_no,
+        };
+        let order = self.read_order(key).await?;
         self.open_order(order).await
     }
 
@@ -977,21 +990,14 @@ impl Store for PgStore {
         &self,
         transaction_id: &str,
     ) -> Result<Option<OrderRecord>> {
-        let order = self.order_by_transaction_id(transaction_id).await?;
+        let order = self
+            .read_order(crate::OrderKey::TransactionId(transaction_id))
+            .await?;
         self.open_order(order).await
     }
 
     async fn get_order_view(&self, key: crate::OrderKey<'_>) -> Result<Option<OrderRecord>> {
-        let order = match key {
-            crate::OrderKey::OutTradeNo {
-                mchid,
-                out_trade_no,
-            } => {
-                let mut conn = self.pool.acquire().await.map_err(pg_err)?;
-                order_by_key(&mut conn, mchid, out_trade_no).await?
-            }
-            crate::OrderKey::TransactionId(id) => self.order_by_transaction_id(id).await?,
-        };
+        let order = self.read_order(key).await?;
         (self.sealer)
             .open_order_view(order, |t| self.openids(t))
             .await

@@ -350,6 +350,32 @@ fn column_err(e: rusqlite::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+impl SqliteStore {
+    /// One order by either key, as stored (sealed): a point read on the caller's thread.
+    async fn read_order(
+        &self,
+        key: crate::OrderKey<'_>,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        match key {
+            crate::OrderKey::OutTradeNo {
+                mchid,
+                out_trade_no,
+            } => {
+                let (mchid, out_trade_no) = (mchid.to_string(), out_trade_no.to_string());
+                self.threads
+                    .read_now(move |c| ops::get_order(c, &mchid, &out_trade_no))
+                    .await
+            }
+            crate::OrderKey::TransactionId(id) => {
+                let id = id.to_string();
+                self.threads
+                    .read_now(move |c| ops::get_order_by_transaction_id(c, &id))
+                    .await
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -526,11 +552,11 @@ impl Store for SqliteStore {
         mchid: &str,
         out_trade_no: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
-        let (mchid, out_trade_no) = (mchid.to_string(), out_trade_no.to_string());
-        let order = self
-            .threads
-            .read_now(move |c| ops::get_order(c, &mchid, &out_trade_no))
-            .await?;
+        let key = crate::OrderKey::OutTradeNo {
+            mchid,
+            out_trade_no,
+        };
+        let order = self.read_order(key).await?;
         self.open_order(order).await
     }
 
@@ -538,10 +564,8 @@ impl Store for SqliteStore {
         &self,
         transaction_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
-        let transaction_id = transaction_id.to_string();
         let order = self
-            .threads
-            .read_now(move |c| ops::get_order_by_transaction_id(c, &transaction_id))
+            .read_order(crate::OrderKey::TransactionId(transaction_id))
             .await?;
         self.open_order(order).await
     }
@@ -550,23 +574,7 @@ impl Store for SqliteStore {
         &self,
         key: crate::OrderKey<'_>,
     ) -> Result<Option<OrderRecord>, StoreError> {
-        let order = match key {
-            crate::OrderKey::OutTradeNo {
-                mchid,
-                out_trade_no,
-            } => {
-                let (mchid, out_trade_no) = (mchid.to_string(), out_trade_no.to_string());
-                self.threads
-                    .read_now(move |c| ops::get_order(c, &mchid, &out_trade_no))
-                    .await?
-            }
-            crate::OrderKey::TransactionId(id) => {
-                let id = id.to_string();
-                self.threads
-                    .read_now(move |c| ops::get_order_by_transaction_id(c, &id))
-                    .await?
-            }
-        };
+        let order = self.read_order(key).await?;
         (self.sealer)
             .open_order_view(order, |t| self.openids(t))
             .await
