@@ -63,8 +63,9 @@ pub async fn open_store(config: &Config) -> Result<SharedStore, crate::StartErro
 }
 
 /// The node's data-protection chores, every `vault_interval_ms`: keys reloaded first (a key
-/// rotated elsewhere is known here before it activates), then re-seal batches until none is
-/// full, then expired nonces purged.
+/// rotated elsewhere is known here before it activates), then batches of the re-seal pass
+/// (none once a pass has finished under the active key: see `vault::reseal_batch`), then
+/// expired nonces purged.
 pub fn spawn_vault_worker(store: Arc<dyn Store>, interval_ms: u64) {
     tokio::spawn(async move {
         let every = Duration::from_millis(interval_ms.max(100));

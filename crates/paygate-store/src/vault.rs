@@ -41,8 +41,12 @@ pub(crate) const OPENID: &str = "openid_vault.sealed";
 /// Openids kept in memory per store (token → openid), so reads of recent orders need no
 /// vault lookup. Cleared whole when full: a bound, not a cache policy worth tuning.
 const OPENID_CACHE_MAX: usize = 65_536;
-/// Rows re-sealed per column per batch at most.
+/// Rows a re-seal batch examines per column, in key order.
 pub const RESEAL_BATCH_MAX: u32 = 500;
+/// A re-seal pass that began this long after the active key started sealing is the last one
+/// that key needs: a value sealed under the previous key just before the switch has committed
+/// by then, and node clocks agree to well within it.
+pub const RESEAL_SETTLE_S: i64 = 30;
 /// A rotated key starts sealing this long after it is stored, so every node has loaded it
 /// first (nodes reload keys at least this often: see the server's vault worker).
 pub const KEY_ACTIVATION_DELAY_S: i64 = 20;
@@ -109,6 +113,7 @@ pub struct OpenidRow {
 pub struct Sealer {
     vault: OnceLock<Arc<Vault>>,
     openids: Mutex<HashMap<String, String>>,
+    reseal: Mutex<ResealPass>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -124,6 +129,10 @@ fn vault_err(e: VaultError) -> StoreError {
 impl Sealer {
     pub fn vault(&self) -> Option<&Arc<Vault>> {
         self.vault.get()
+    }
+
+    fn reseal_pass(&self) -> std::sync::MutexGuard<'_, ResealPass> {
+        self.reseal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The key chaining the audit trail; an error without a vault.
@@ -412,13 +421,16 @@ pub(crate) trait VaultBackend: Send + Sync {
     fn sealer(&self) -> &Sealer;
     async fn vault_keys(&self) -> Result<Vec<WrappedKey>, StoreError>;
     async fn insert_vault_key(&self, key: &WrappedKey) -> Result<(), StoreError>;
-    /// Up to `limit` `(key, value)` of `col` not starting with `keep_prefix` (NULLs skipped).
-    async fn stale_values(
+    /// The next `limit` rows of `col`'s table after key `after` ("" for the first), in key
+    /// order: each row's key, and its value when that is stale (not NULL and not starting with
+    /// `keep_prefix`). Every row examined is listed, so the caller knows where the page ends.
+    async fn stale_values_after(
         &self,
         col: &SealedColumn,
+        after: &str,
         keep_prefix: &str,
         limit: u32,
-    ) -> Result<Vec<(String, String)>, StoreError>;
+    ) -> Result<Vec<(String, Option<String>)>, StoreError>;
     /// Compare-and-set of one value; false if it changed meanwhile.
     async fn replace_value(
         &self,
@@ -509,46 +521,187 @@ pub(crate) async fn rotate(b: &impl VaultBackend) -> Result<WrappedKey, StoreErr
 pub struct ResealReport {
     /// Values re-sealed (or sealed for the first time) and openids moved into the vault.
     pub resealed: u64,
-    /// True when a column still had a full batch left: call again.
+    /// Rows looked at; none once a settled pass has finished under the active key.
+    pub examined: u64,
+    /// True while the pass has rows left: call again.
     pub more: bool,
 }
 
-/// Re-seals up to [`RESEAL_BATCH_MAX`] values per column under the active key (plaintext
-/// rows included), and moves plaintext openids of orders into the vault. Each value is a
+/// Where this store's re-seal pass stands. A pass walks every sealed column once, in key
+/// order, a batch at a time. New values are sealed under the active key as they are written,
+/// so once a pass that began after that key settled has finished, nothing is left to find
+/// until the next key activates, and batches skip the tables instead of scanning them: a
+/// scan for stale values was a full read of `orders` (four times over) every few seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum ResealPass {
+    #[default]
+    Idle,
+    Running {
+        key: String,
+        began: OffsetDateTime,
+        /// Per column of [`reseal_columns`]: the last key examined ("" before the first), or
+        /// None once the column is done.
+        cursors: Vec<Option<String>>,
+    },
+    Finished {
+        key: String,
+        began: OffsetDateTime,
+    },
+}
+
+/// What a batch does, given the pass so far and the active key (`since`: when it began sealing).
+#[derive(Debug, PartialEq, Eq)]
+enum ResealStep {
+    /// Nothing can be stale, or not yet worth a new pass.
+    Skip,
+    /// Go on from these cursors; `began` names the pass.
+    Scan {
+        began: OffsetDateTime,
+        cursors: Vec<Option<String>>,
+    },
+}
+
+fn settled(began: OffsetDateTime, since: OffsetDateTime) -> bool {
+    began >= since + time::Duration::seconds(RESEAL_SETTLE_S)
+}
+
+/// Starts, goes on with, or skips a pass (and records a new one in `pass`).
+fn reseal_step(
+    pass: &mut ResealPass,
+    active: &str,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+    columns: usize,
+) -> ResealStep {
+    match pass {
+        ResealPass::Running {
+            key,
+            began,
+            cursors,
+        } if key == active => {
+            return ResealStep::Scan {
+                began: *began,
+                cursors: cursors.clone(),
+            };
+        }
+        // A pass that began too soon after the switch may have missed a late write under the
+        // old key: one more pass, once the key has settled.
+        ResealPass::Finished { key, began }
+            if key == active && (settled(*began, since) || !settled(now, since)) =>
+        {
+            return ResealStep::Skip;
+        }
+        _ => {}
+    }
+    let cursors = vec![Some(String::new()); columns];
+    *pass = ResealPass::Running {
+        key: active.to_string(),
+        began: now,
+        cursors: cursors.clone(),
+    };
+    ResealStep::Scan {
+        began: now,
+        cursors,
+    }
+}
+
+/// The columns a pass walks: the sealed ones, then `orders.payer_openid` (true: plaintext
+/// openids move into the vault, tokens stay).
+fn reseal_columns() -> impl Iterator<Item = (&'static SealedColumn, bool)> {
+    let sealed = SEALED_COLUMNS.iter().map(|col| (col, false));
+    sealed.chain(std::iter::once((&ORDER_OPENID, true)))
+}
+
+/// One batch of the re-seal pass: up to [`RESEAL_BATCH_MAX`] rows of each column examined
+/// from where the pass stands, stale values re-sealed under the active key (plaintext rows
+/// included) and plaintext openids of orders moved into the vault. Each value is a
 /// compare-and-set, so it is safe beside live writes and on several nodes at once.
 pub(crate) async fn reseal_batch(b: &impl VaultBackend) -> Result<ResealReport, StoreError> {
     let Some(vault) = b.sealer().vault() else {
         return Ok(ResealReport::default());
     };
-    let Some(active) = vault.active_key_id(OffsetDateTime::now_utc()) else {
+    let now = OffsetDateTime::now_utc();
+    let Some((active, since)) = vault.active_key(now) else {
+        return Ok(ResealReport::default());
+    };
+    let step = {
+        let mut pass = b.sealer().reseal_pass();
+        reseal_step(&mut pass, &active, since, now, reseal_columns().count())
+    };
+    let ResealStep::Scan { began, cursors } = step else {
         return Ok(ResealReport::default());
     };
     let keep = format!("{SEALED_PREFIX}{active}.");
     let mut report = ResealReport::default();
-    for col in SEALED_COLUMNS {
-        let stale = b.stale_values(col, &keep, RESEAL_BATCH_MAX).await?;
-        report.more |= stale.len() as u32 >= RESEAL_BATCH_MAX;
-        for (key, old) in stale {
-            let plain = vault.open(col.purpose, &old).map_err(vault_err)?;
-            let new = vault.seal(col.purpose, &plain).map_err(vault_err)?;
-            if b.replace_value(col, &key, &old, &new).await? {
+    let mut next = Vec::with_capacity(cursors.len());
+    for ((col, openids), cursor) in reseal_columns().zip(cursors) {
+        let Some(after) = cursor else {
+            next.push(None);
+            continue;
+        };
+        let prefix = if openids { OPENID_TOKEN_PREFIX } else { &keep };
+        let page = b
+            .stale_values_after(col, &after, prefix, RESEAL_BATCH_MAX)
+            .await?;
+        report.examined += page.len() as u64;
+        let full = page.len() as u32 >= RESEAL_BATCH_MAX;
+        let last = page.last().map(|(key, _)| key.clone());
+        for (key, stale) in page {
+            let Some(old) = stale else { continue };
+            if reseal_value(b, vault, col, openids, &key, &old).await? {
                 report.resealed += 1;
             }
         }
+        next.push(if full { last } else { None });
     }
-    let openids = b
-        .stale_values(&ORDER_OPENID, OPENID_TOKEN_PREFIX, RESEAL_BATCH_MAX)
-        .await?;
-    report.more |= openids.len() as u32 >= RESEAL_BATCH_MAX;
-    for (transaction_id, openid) in openids {
-        let (_, row) = b.sealer().tokenize(&openid)?;
-        if b.tokenize_order_openid(&transaction_id, &openid, &row)
-            .await?
-        {
-            report.resealed += 1;
-        }
+    report.more = next.iter().any(Option::is_some);
+    let mut pass = b.sealer().reseal_pass();
+    // Another batch may have started a pass for a newer key meanwhile: leave that one be.
+    if matches!(&*pass, ResealPass::Running { key, began: b, .. } if *key == active && *b == began)
+    {
+        *pass = if report.more {
+            ResealPass::Running {
+                key: active,
+                began,
+                cursors: next,
+            }
+        } else {
+            ResealPass::Finished { key: active, began }
+        };
     }
     Ok(report)
+}
+
+/// Re-seals one stale value (or moves one plaintext openid into the vault); false if the row
+/// changed meanwhile.
+async fn reseal_value(
+    b: &impl VaultBackend,
+    vault: &Vault,
+    col: &SealedColumn,
+    openid: bool,
+    key: &str,
+    old: &str,
+) -> Result<bool, StoreError> {
+    if openid {
+        let (_, row) = b.sealer().tokenize(old)?;
+        return b.tokenize_order_openid(key, old, &row).await;
+    }
+    let plain = vault.open(col.purpose, old).map_err(vault_err)?;
+    let new = vault.seal(col.purpose, &plain).map_err(vault_err)?;
+    b.replace_value(col, key, old, &new).await
+}
+
+/// The SELECT behind [`VaultBackend::stale_values_after`], with the backend's placeholders
+/// for the key to start after, the prefix to keep and the page size.
+pub(crate) fn stale_page_sql(col: &SealedColumn, after: &str, keep: &str, limit: &str) -> String {
+    format!(
+        "SELECT {key}, CASE WHEN {column} IS NOT NULL AND substr({column}, 1, length({keep})) <> {keep}
+             THEN {column} END
+         FROM {table} WHERE {key} > {after} ORDER BY {key} LIMIT {limit}",
+        key = col.key,
+        column = col.column,
+        table = col.table
+    )
 }
 
 /// `orders.payer_openid`, for the migration of plaintext openids (never sealed in place).
@@ -766,5 +919,86 @@ pub(crate) async fn verify_audit(
                 broken: None,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
+    }
+
+    fn began(step: &ResealStep) -> OffsetDateTime {
+        match step {
+            ResealStep::Scan { began, .. } => *began,
+            ResealStep::Skip => panic!("expected a scan"),
+        }
+    }
+
+    #[test]
+    fn a_pass_starts_from_the_first_key_of_every_column_and_goes_on_where_it_stands() {
+        let mut pass = ResealPass::Idle;
+        let step = reseal_step(&mut pass, "k1", at(0), at(100), 3);
+        assert_eq!(
+            step,
+            ResealStep::Scan {
+                began: at(100),
+                cursors: vec![Some(String::new()); 3]
+            }
+        );
+        pass = ResealPass::Running {
+            key: "k1".into(),
+            began: at(100),
+            cursors: vec![None, Some("t9".into()), None],
+        };
+        let step = reseal_step(&mut pass, "k1", at(0), at(105), 3);
+        assert_eq!(
+            step,
+            ResealStep::Scan {
+                began: at(100),
+                cursors: vec![None, Some("t9".into()), None]
+            }
+        );
+    }
+
+    #[test]
+    fn a_settled_finished_pass_skips_until_the_next_key_activates() {
+        let mut pass = ResealPass::Finished {
+            key: "k1".into(),
+            began: at(RESEAL_SETTLE_S),
+        };
+        assert_eq!(
+            reseal_step(&mut pass, "k1", at(0), at(10_000), 2),
+            ResealStep::Skip
+        );
+        // A new key: a new pass, from the start.
+        let step = reseal_step(&mut pass, "k2", at(9_990), at(10_000), 2);
+        assert_eq!(began(&step), at(10_000));
+        assert!(matches!(&pass, ResealPass::Running { key, .. } if key == "k2"));
+    }
+
+    #[test]
+    fn a_pass_begun_before_the_key_settled_is_run_once_more_after() {
+        // Began 5 s after the switch: a value sealed under the old key may have landed behind it.
+        let mut pass = ResealPass::Finished {
+            key: "k1".into(),
+            began: at(5),
+        };
+        assert_eq!(
+            reseal_step(&mut pass, "k1", at(0), at(RESEAL_SETTLE_S - 1), 2),
+            ResealStep::Skip
+        );
+        let step = reseal_step(&mut pass, "k1", at(0), at(RESEAL_SETTLE_S), 2);
+        assert_eq!(began(&step), at(RESEAL_SETTLE_S));
+        pass = ResealPass::Finished {
+            key: "k1".into(),
+            began: at(RESEAL_SETTLE_S),
+        };
+        assert_eq!(
+            reseal_step(&mut pass, "k1", at(0), at(RESEAL_SETTLE_S + 60), 2),
+            ResealStep::Skip
+        );
     }
 }

@@ -71,6 +71,29 @@ async fn raw_text(db: &Db) -> String {
     all
 }
 
+/// One statement on the database behind the store's back.
+async fn raw_execute(db: &Db, sql: &str) {
+    match db {
+        Db::Sqlite { file, .. } => {
+            let conn = rusqlite::Connection::open(file).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .unwrap();
+            conn.execute(sql, []).unwrap();
+        }
+        Db::Postgres { base_url, schema } => {
+            use sqlx::Connection;
+            let options: sqlx::postgres::PgConnectOptions = base_url.parse().unwrap();
+            let mut conn = sqlx::PgConnection::connect_with(
+                &options.options([("search_path", schema.as_str())]),
+            )
+            .await
+            .unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
 fn sensitive_order(n: u32) -> (OrderRecord, AttemptRecord) {
     let tx = format!("42000000012026010100000{n:05}");
     let mut o = order(&tx, &format!("out-{n}"));
@@ -250,6 +273,81 @@ async fn plaintext_rows_are_sealed_by_the_background_reseal_and_rotation_moves_t
     );
 }
 
+/// Every data key as if stored an hour earlier: the active one has long settled.
+async fn backdate_keys(db: &Db) {
+    raw_execute(
+        db,
+        "UPDATE vault_keys SET created_at = created_at - 3600000, activate_at = activate_at - 3600000",
+    )
+    .await;
+}
+
+async fn reseal_pass(s: &Arc<dyn Store>) -> vault::ResealReport {
+    let mut total = vault::ResealReport::default();
+    loop {
+        let r = s.reseal_batch().await.unwrap();
+        total.resealed += r.resealed;
+        total.examined += r.examined;
+        if !r.more {
+            return total;
+        }
+    }
+}
+
+async fn a_finished_reseal_pass_stops_scanning_until_a_new_key_activates(db: Db) {
+    let s = sealed_store(&db).await;
+    for n in 10..14 {
+        let (o, a) = sensitive_order(n);
+        s.create_order(&o, &a).await.unwrap();
+    }
+    backdate_keys(&db).await;
+    // A restarted node: one pass over every sealed column finds nothing stale.
+    let s = sealed_store(&db).await;
+    let first = reseal_pass(&s).await;
+    // Four orders, each seen once per orders column (3 sealed + the openid) and its openid
+    // in the vault.
+    assert_eq!((first.resealed, first.examined), (0, 4 * 4 + 1));
+    // Settled and finished: later batches read nothing at all.
+    assert_eq!(
+        s.reseal_batch().await.unwrap(),
+        vault::ResealReport::default()
+    );
+    // Written after the pass: sealed under the active key already, nothing to find.
+    let (o, a) = sensitive_order(14);
+    s.create_order(&o, &a).await.unwrap();
+    assert_eq!(
+        s.reseal_batch().await.unwrap(),
+        vault::ResealReport::default()
+    );
+
+    // A rotated key, active and settled: a new pass moves every value onto it.
+    let old = s
+        .vault_status()
+        .await
+        .unwrap()
+        .keys
+        .into_iter()
+        .find(|k| k.active)
+        .unwrap()
+        .key_id;
+    s.rotate_data_key().await.unwrap();
+    backdate_keys(&db).await;
+    let s = sealed_store(&db).await;
+    let moved = reseal_pass(&s).await;
+    // 5 orders × (request, fingerprint, attach) + 1 openid in the vault.
+    assert_eq!((moved.resealed, moved.examined), (5 * 3 + 1, 5 * 4 + 1));
+    assert_eq!(
+        s.reseal_batch().await.unwrap(),
+        vault::ResealReport::default()
+    );
+    let status = s.vault_status().await.unwrap();
+    let old = status.keys.iter().find(|k| k.key_id == old).unwrap();
+    assert_eq!(old.sealed_values, 0, "{status:?}");
+    s.retire_data_key(&old.key_id).await.unwrap();
+    let read = s.get_order("1900000109", "out-12").await.unwrap().unwrap();
+    assert_eq!(read.payer_openid.as_deref(), Some(OPENID));
+}
+
 async fn nonces_are_refused_while_live_on_every_store_of_the_database(db: Db) {
     let (a, b) = (db.open().await, db.open().await);
     let now = t(1_000_000);
@@ -377,26 +475,11 @@ async fn the_audit_trail_chains_and_names_an_edited_entry(db: Db) {
     let verdict = s.verify_audit().await.unwrap();
     assert_eq!((verdict.entries, verdict.broken), (20, None));
 
-    let edit = "UPDATE operator_audit SET target = 'someone-else' WHERE seq = 7";
-    match &db {
-        Db::Sqlite { file, .. } => {
-            let conn = rusqlite::Connection::open(file).unwrap();
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .unwrap();
-            conn.execute(edit, []).unwrap();
-        }
-        Db::Postgres { base_url, schema } => {
-            use sqlx::Connection;
-            let options: sqlx::postgres::PgConnectOptions = base_url.parse().unwrap();
-            let mut conn = sqlx::PgConnection::connect_with(
-                &options.options([("search_path", schema.as_str())]),
-            )
-            .await
-            .unwrap();
-            sqlx::query(edit).execute(&mut conn).await.unwrap();
-            conn.close().await.unwrap();
-        }
-    }
+    raw_execute(
+        &db,
+        "UPDATE operator_audit SET target = 'someone-else' WHERE seq = 7",
+    )
+    .await;
     let verdict = s.verify_audit().await.unwrap();
     assert_eq!(verdict.entries, 6);
     assert_eq!(verdict.broken.unwrap().seq, 7);
@@ -430,6 +513,7 @@ both!(
     sealed_fields_read_back_whole_and_are_not_in_the_database,
     a_wrong_master_key_is_refused_and_a_keyless_store_does_not_guess,
     plaintext_rows_are_sealed_by_the_background_reseal_and_rotation_moves_them,
+    a_finished_reseal_pass_stops_scanning_until_a_new_key_activates,
     nonces_are_refused_while_live_on_every_store_of_the_database,
     a_burst_of_nonces_wins_each_once,
     the_audit_trail_chains_and_names_an_edited_entry,

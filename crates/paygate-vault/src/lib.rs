@@ -251,12 +251,17 @@ impl Vault {
 
     /// The data key that seals at `now`: the last one activated.
     pub fn active_key_id(&self, now: OffsetDateTime) -> Option<String> {
+        self.active_key(now).map(|(id, _)| id)
+    }
+
+    /// The data key that seals at `now`, with the time it started sealing.
+    pub fn active_key(&self, now: OffsetDateTime) -> Option<(String, OffsetDateTime)> {
         let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
         ring.data
             .iter()
             .rev()
             .find(|k| k.activate_at <= now)
-            .map(|k| k.id.clone())
+            .map(|k| (k.id.clone(), k.activate_at))
     }
 
     /// Whether the ring has what sealing needs (an index key and an active data key).

@@ -10,7 +10,7 @@ use crate::StoreError;
 use crate::codec::{from_unix_ms, unix_ms};
 use crate::vault::{
     AuditRecord, KeyPurpose, NewAuditEntry, OpenidRow, SealedColumn, Sealer, VaultBackend,
-    WrappedKey,
+    WrappedKey, stale_page_sql,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -273,24 +273,20 @@ impl VaultBackend for PgStore {
         .map_err(pg_err)
     }
 
-    async fn stale_values(
+    async fn stale_values_after(
         &self,
         col: &SealedColumn,
+        after: &str,
         keep_prefix: &str,
         limit: u32,
-    ) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL
-             AND substr({column}, 1, length($1)) <> $1 LIMIT $2",
-            key = col.key,
-            column = col.column,
-            table = col.table
-        ))
-        .bind(keep_prefix)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(&stale_page_sql(col, "$1", "$2", "$3"))
+            .bind(after)
+            .bind(keep_prefix)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
         rows.iter()
             .map(|r| {
                 Ok((

@@ -11,7 +11,7 @@ use crate::StoreError;
 use crate::codec::{from_unix_ms, unix_ms};
 use crate::vault::{
     AuditRecord, KeyPurpose, NewAuditEntry, OpenidRow, SealedColumn, Sealer, VaultBackend,
-    WrappedKey,
+    WrappedKey, stale_page_sql,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -269,23 +269,18 @@ impl VaultBackend for SqliteStore {
             .await
     }
 
-    async fn stale_values(
+    async fn stale_values_after(
         &self,
         col: &SealedColumn,
+        after: &str,
         keep_prefix: &str,
         limit: u32,
-    ) -> Result<Vec<(String, String)>> {
-        let sql = format!(
-            "SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL
-             AND substr({column}, 1, length(?1)) <> ?1 LIMIT ?2",
-            key = col.key,
-            column = col.column,
-            table = col.table
-        );
-        let pattern = keep_prefix.to_string();
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let sql = stale_page_sql(col, "?1", "?2", "?3");
+        let (after, pattern) = (after.to_string(), keep_prefix.to_string());
         self.threads
             .read(move |c| {
-                collect(c, &sql, params![pattern, limit], |r| {
+                collect(c, &sql, params![after, pattern, limit], |r| {
                     Ok((
                         r.get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                         r.get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
