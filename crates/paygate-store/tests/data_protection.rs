@@ -53,12 +53,7 @@ async fn raw_text(db: &Db) -> String {
         }
         Db::Postgres { base_url, schema } => {
             use sqlx::{Connection, Row};
-            let options: sqlx::postgres::PgConnectOptions = base_url.parse().unwrap();
-            let mut conn = sqlx::PgConnection::connect_with(
-                &options.options([("search_path", schema.as_str())]),
-            )
-            .await
-            .unwrap();
+            let mut conn = pg_connection(base_url, schema).await;
             for q in queries {
                 for r in sqlx::query(q).fetch_all(&mut conn).await.unwrap() {
                     all.push_str(&r.get::<Option<String>, _>(0).unwrap_or_default());
@@ -82,12 +77,7 @@ async fn raw_execute(db: &Db, sql: &str) {
         }
         Db::Postgres { base_url, schema } => {
             use sqlx::Connection;
-            let options: sqlx::postgres::PgConnectOptions = base_url.parse().unwrap();
-            let mut conn = sqlx::PgConnection::connect_with(
-                &options.options([("search_path", schema.as_str())]),
-            )
-            .await
-            .unwrap();
+            let mut conn = pg_connection(base_url, schema).await;
             sqlx::query(sql).execute(&mut conn).await.unwrap();
             conn.close().await.unwrap();
         }

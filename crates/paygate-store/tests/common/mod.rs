@@ -107,12 +107,7 @@ impl Db {
             }
             Db::Postgres { base_url, schema } => {
                 use sqlx::Connection;
-                let options: sqlx::postgres::PgConnectOptions = base_url.parse().unwrap();
-                let mut conn = sqlx::PgConnection::connect_with(
-                    &options.options([("search_path", schema.as_str())]),
-                )
-                .await
-                .unwrap();
+                let mut conn = pg_connection(base_url, schema).await;
                 sqlx::raw_sql("ALTER TABLE orders DROP CONSTRAINT orders_state_check")
                     .execute(&mut conn)
                     .await
@@ -129,6 +124,15 @@ impl Db {
 }
 
 /// Runs one behaviour on `db`, then cleans up, also when the behaviour panicked.
+/// A plain connection to a test's PostgreSQL schema, behind the store's back.
+pub async fn pg_connection(base_url: &str, schema: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let options: sqlx::postgres::PgConnectOptions = base_url.parse().unwrap();
+    sqlx::PgConnection::connect_with(&options.options([("search_path", schema)]))
+        .await
+        .unwrap()
+}
+
 pub async fn run<F, Fut>(db: Db, behaviour: F)
 where
     F: FnOnce(Db) -> Fut,
