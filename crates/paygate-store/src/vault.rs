@@ -657,8 +657,8 @@ pub(crate) async fn reseal_batch(b: &impl VaultBackend) -> Result<ResealReport, 
     report.more = next.iter().any(Option::is_some);
     let mut pass = b.sealer().reseal_pass();
     // Another batch may have started a pass for a newer key meanwhile: leave that one be.
-    if matches!(&*pass, ResealPass::Running { key, began: b, .. } if *key == active && *b == began)
-    {
+    let ours = matches!(&*pass, ResealPass::Running { key, began: at, .. } if *key == active && *at == began);
+    if ours {
         *pass = if report.more {
             ResealPass::Running {
                 key: active,
