@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use paygate_core::timefmt::rfc3339_beijing;
 use paygate_store::{
-    AttemptChange, AttemptState, DeliveryOutcome, DeliveryRecord, NotificationRecord,
+    AttemptChange, AttemptState, DeliveryOutcome, DeliveryRecord, FinishedDelivery,
+    NotificationRecord,
 };
 use paygate_wxpay::crypto::aead::AeadAlgorithm;
 use paygate_wxpay::notify::Notification;
@@ -299,7 +300,7 @@ async fn outbox_claim(
 /// de-duplicate by id).
 async fn record_outcomes(
     app: Arc<AppState>,
-    mut outcomes: tokio::sync::mpsc::Receiver<(DeliveryRecord, DeliveryOutcome)>,
+    mut outcomes: tokio::sync::mpsc::Receiver<FinishedDelivery>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH_MAX);
     while let Some(first) = outcomes.recv().await {
@@ -325,11 +326,9 @@ async fn record_outcomes(
     }
 }
 
-/// Seals, signs and POSTs one notification: the attempt and its outcome, for the recorder.
-pub async fn deliver(
-    app: &AppState,
-    record: &NotificationRecord,
-) -> (DeliveryRecord, DeliveryOutcome) {
+/// Seals, signs and POSTs one notification: the attempt, its outcome and the claim it answers,
+/// for the recorder.
+pub async fn deliver(app: &AppState, record: &NotificationRecord) -> FinishedDelivery {
     let started = std::time::Instant::now();
     let attempt = record.attempts + 1;
     let (status, error) = match envelope(app, record).await {
@@ -380,7 +379,11 @@ pub async fn deliver(
         DeliveryOutcome::Retry { .. } => "retry",
         DeliveryOutcome::GaveUp => "gave_up",
     });
-    (delivery, outcome)
+    FinishedDelivery {
+        delivery,
+        outcome,
+        claimed_due: record.next_attempt_at,
+    }
 }
 
 /// The envelope bytes and signature headers: sealed with the merchant's APIv3 key, signed by

@@ -105,6 +105,18 @@ pub enum DeliveryOutcome {
     GaveUp,
 }
 
+/// One delivery attempt as the outbox hands it to the store: the attempt, how it ended, and
+/// the claim it answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishedDelivery {
+    pub delivery: DeliveryRecord,
+    pub outcome: DeliveryOutcome,
+    /// The notification's `next_attempt_at` when it was claimed. An operator's re-send moves
+    /// it, so an outcome whose claim no longer matches is recorded as an attempt but leaves
+    /// the re-send due (a delivery in flight must not overwrite it).
+    pub claimed_due: OffsetDateTime,
+}
+
 #[async_trait]
 /// Reconciliation's tables are reached through the supertrait [`recon::ReconStore`], daily
 /// settlement's through [`settlement::SettlementStore`].
@@ -380,19 +392,13 @@ pub trait Store:
         limit: u32,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
     /// Records one attempt and its outcome, releasing the lease; attempts += 1. A conflict if
-    /// the attempt number is already recorded or there is no such notification.
-    async fn finish_delivery(
-        &self,
-        delivery: &DeliveryRecord,
-        outcome: &DeliveryOutcome,
-    ) -> Result<(), StoreError> {
-        match self
-            .finish_deliveries(&[(delivery.clone(), outcome.clone())])
-            .await?
-        {
+    /// the attempt number is already recorded or there is no such notification. The outcome
+    /// moves the notification only if it is still due when it was claimed (no re-send since).
+    async fn finish_delivery(&self, done: &FinishedDelivery) -> Result<(), StoreError> {
+        match self.finish_deliveries(std::slice::from_ref(done)).await? {
             0 => Err(StoreError::Conflict(format!(
                 "attempt {} of notification {:?} is already recorded, or there is no such notification",
-                delivery.attempt, delivery.notification_id
+                done.delivery.attempt, done.delivery.notification_id
             ))),
             _ => Ok(()),
         }
@@ -401,11 +407,10 @@ pub trait Store:
     /// batches). An attempt whose notification is gone, or whose number is already recorded
     /// (another node delivered it too), is skipped without failing the others. Returns how
     /// many were recorded.
-    async fn finish_deliveries(
-        &self,
-        done: &[(DeliveryRecord, DeliveryOutcome)],
-    ) -> Result<usize, StoreError>;
-    /// Operator re-send: back to PENDING, due at `now`. False if no such notification.
+    async fn finish_deliveries(&self, done: &[FinishedDelivery]) -> Result<usize, StoreError>;
+    /// Operator re-send: back to PENDING, due at `now` (1 ms later if it was due at exactly
+    /// `now`, so a delivery in flight always sees that its claim is stale). False if no such
+    /// notification.
     async fn resend_notification(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
         Ok(self.resend_notifications(&[id.to_string()], now).await? > 0)
     }

@@ -26,7 +26,7 @@ use crate::codec::{
     RULE_SET_COLS, opt_ms, unix_ms,
 };
 use crate::{
-    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
+    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryRecord, FinishedDelivery,
     MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, NotificationState,
     OrderChange, OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
 };
@@ -567,21 +567,20 @@ async fn apply_order_change(conn: &mut PgConnection, c: &OrderChange) -> Result<
 
 /// Many deliveries in ONE statement: each attempt row is inserted only for a notification that
 /// exists and an attempt number not yet recorded, and only the notifications whose row went in
-/// move on. Ids are de-duplicated (the first stays) and sorted, so two batches lock rows in
-/// the same order.
-async fn finish_deliveries(
-    pool: &PgPool,
-    done: &[(DeliveryRecord, DeliveryOutcome)],
-) -> Result<usize> {
+/// move on, and only those still due when they were claimed change state (no re-send since).
+/// Ids are de-duplicated (the first stays) and sorted, so two batches lock rows in the same
+/// order.
+async fn finish_deliveries(pool: &PgPool, done: &[FinishedDelivery]) -> Result<usize> {
     let mut seen = std::collections::HashSet::new();
-    let mut rows: Vec<&(DeliveryRecord, DeliveryOutcome)> = done
+    let mut rows: Vec<&FinishedDelivery> = done
         .iter()
-        .filter(|(d, _)| seen.insert(d.notification_id.as_str()))
+        .filter(|f| seen.insert(f.delivery.notification_id.as_str()))
         .collect();
-    rows.sort_by(|a, b| a.0.notification_id.cmp(&b.0.notification_id));
+    rows.sort_by(|a, b| a.delivery.notification_id.cmp(&b.delivery.notification_id));
     let mut cols = DeliveryColumns::default();
-    for (d, outcome) in rows {
-        let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+    for finished in rows {
+        let d = &finished.delivery;
+        let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, &finished.outcome);
         cols.id.push(d.notification_id.as_str());
         cols.attempt.push(d.attempt);
         cols.at.push(unix_ms(d.at));
@@ -591,22 +590,27 @@ async fn finish_deliveries(
         cols.state.push(state);
         cols.delivered_at.push(delivered_at);
         cols.next_attempt_at.push(next_attempt_at);
+        cols.claimed_due.push(unix_ms(finished.claimed_due));
     }
+    // Every right-hand side of the SET reads the row as it was, so both CASEs test the
+    // claimed due.
     let recorded = sqlx::query(
         "WITH input AS (
              SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[],
-                                  $6::bigint[], $7::text[], $8::bigint[], $9::bigint[])
+                                  $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[])
                  AS t(id, attempt, at, http_status, error, duration_ms, state, delivered_at,
-                      next_attempt_at)),
+                      next_attempt_at, claimed_due)),
          recorded AS (
              INSERT INTO notification_deliveries (notification_id, attempt, at, http_status, error, duration_ms)
              SELECT i.id, i.attempt, i.at, i.http_status, i.error, i.duration_ms
              FROM input i JOIN notifications n ON n.id = i.id
              ON CONFLICT (notification_id, attempt) DO NOTHING
              RETURNING notification_id)
-         UPDATE notifications n SET attempts = n.attempts + 1, lease_until = NULL, state = i.state,
+         UPDATE notifications n SET attempts = n.attempts + 1, lease_until = NULL,
+             state = CASE WHEN n.next_attempt_at = i.claimed_due THEN i.state ELSE n.state END,
              delivered_at = COALESCE(i.delivered_at, n.delivered_at),
-             next_attempt_at = COALESCE(i.next_attempt_at, n.next_attempt_at)
+             next_attempt_at = CASE WHEN n.next_attempt_at = i.claimed_due
+                 THEN COALESCE(i.next_attempt_at, n.next_attempt_at) ELSE n.next_attempt_at END
          FROM input i JOIN recorded r ON r.notification_id = i.id
          WHERE n.id = i.id",
     )
@@ -619,6 +623,7 @@ async fn finish_deliveries(
     .bind(&cols.state)
     .bind(&cols.delivered_at)
     .bind(&cols.next_attempt_at)
+    .bind(&cols.claimed_due)
     .execute(pool)
     .await
     .map_err(pg_err)?
@@ -638,6 +643,7 @@ struct DeliveryColumns<'a> {
     state: Vec<&'static str>,
     delivered_at: Vec<Option<i64>>,
     next_attempt_at: Vec<Option<i64>>,
+    claimed_due: Vec<i64>,
 }
 
 /// The version check and both inserts of a rule set, inside the caller's transaction. Two
@@ -1231,13 +1237,15 @@ impl Store for PgStore {
         self.sealer.open_notifications(claimed)
     }
 
-    async fn finish_deliveries(&self, done: &[(DeliveryRecord, DeliveryOutcome)]) -> Result<usize> {
+    async fn finish_deliveries(&self, done: &[FinishedDelivery]) -> Result<usize> {
         finish_deliveries(&self.pool, done).await
     }
 
     async fn resend_notifications(&self, ids: &[String], now: OffsetDateTime) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE notifications SET state = $2, next_attempt_at = $3 WHERE id = ANY($1)",
+            "UPDATE notifications SET state = $2,
+                 next_attempt_at = CASE WHEN next_attempt_at = $3 THEN $3 + 1 ELSE $3 END
+             WHERE id = ANY($1)",
         )
         .bind(ids)
         .bind(codec::notification_state_str(NotificationState::Pending))

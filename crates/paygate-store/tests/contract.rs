@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use common::*;
 use paygate_store::*;
+use time::OffsetDateTime;
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -59,6 +60,7 @@ contract!(
     finish_delivery_records_each_outcome,
     finish_deliveries_records_a_batch_and_skips_what_it_cannot,
     resend_notification_makes_it_due_again,
+    a_resend_while_a_delivery_is_in_flight_stays_due,
     data_survives_close_and_reopen,
     concurrent_opens_of_a_new_database_migrate_once,
     one_failing_command_does_not_undo_the_others,
@@ -68,6 +70,19 @@ contract!(
     risk_rule_sets_take_exactly_the_next_version_with_their_audit_row,
     concurrent_saves_of_one_risk_rule_set_version_let_exactly_one_win,
 );
+
+/// An attempt's outcome as the outbox hands it over, for a claim that was due at `claimed_due`.
+fn finished(
+    delivery: &DeliveryRecord,
+    outcome: DeliveryOutcome,
+    claimed_due: OffsetDateTime,
+) -> FinishedDelivery {
+    FinishedDelivery {
+        delivery: delivery.clone(),
+        outcome,
+        claimed_due,
+    }
+}
 
 fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Conflict(_)))
@@ -990,12 +1005,13 @@ async fn finish_delivery_records_each_outcome(db: Db) {
         error: Some("FAIL".into()),
         duration_ms: 12,
     };
-    s.finish_delivery(
+    s.finish_delivery(&finished(
         &d1,
-        &DeliveryOutcome::Retry {
+        DeliveryOutcome::Retry {
             next_attempt_at: t(15_000),
         },
-    )
+        t(0),
+    ))
     .await
     .unwrap();
     let n1 = s.get_notification("n1").await.unwrap().unwrap();
@@ -1034,7 +1050,7 @@ async fn finish_delivery_records_each_outcome(db: Db) {
             .len(),
         1
     );
-    s.finish_delivery(&d2, &DeliveryOutcome::Delivered)
+    s.finish_delivery(&finished(&d2, DeliveryOutcome::Delivered, t(15_000)))
         .await
         .unwrap();
     let n1 = s.get_notification("n1").await.unwrap().unwrap();
@@ -1067,7 +1083,7 @@ async fn finish_delivery_records_each_outcome(db: Db) {
         error: Some("timeout".into()),
         duration_ms: 5_000,
     };
-    s.finish_delivery(&timeout, &DeliveryOutcome::GaveUp)
+    s.finish_delivery(&finished(&timeout, DeliveryOutcome::GaveUp, t(0)))
         .await
         .unwrap();
     let n2 = s.get_notification("n2").await.unwrap().unwrap();
@@ -1086,7 +1102,8 @@ async fn finish_delivery_records_each_outcome(db: Db) {
 
     // The same attempt number twice: refused, and the counter does not move.
     assert!(is_conflict(
-        s.finish_delivery(&d2, &DeliveryOutcome::Delivered).await
+        s.finish_delivery(&finished(&d2, DeliveryOutcome::Delivered, t(15_000)))
+            .await
     ));
     assert_eq!(s.get_notification("n1").await.unwrap().unwrap().attempts, 2);
     let ghost = DeliveryRecord {
@@ -1094,7 +1111,7 @@ async fn finish_delivery_records_each_outcome(db: Db) {
         ..d1
     };
     assert!(
-        s.finish_delivery(&ghost, &DeliveryOutcome::GaveUp)
+        s.finish_delivery(&finished(&ghost, DeliveryOutcome::GaveUp, t(0)))
             .await
             .is_err()
     );
@@ -1122,20 +1139,24 @@ async fn finish_deliveries_records_a_batch_and_skips_what_it_cannot(db: Db) {
         duration_ms: 4,
     };
     // Another node already recorded b3's first attempt.
-    s.finish_delivery(&rec("b3", Some(200)), &DeliveryOutcome::Delivered)
-        .await
-        .unwrap();
+    s.finish_delivery(&finished(
+        &rec("b3", Some(200)),
+        DeliveryOutcome::Delivered,
+        t(0),
+    ))
+    .await
+    .unwrap();
     let retry = DeliveryOutcome::Retry {
         next_attempt_at: t(15_000),
     };
     let batch = vec![
-        (rec("b1", Some(200)), DeliveryOutcome::Delivered),
-        (rec("b2", Some(500)), retry),
+        finished(&rec("b1", Some(200)), DeliveryOutcome::Delivered, t(0)),
+        finished(&rec("b2", Some(500)), retry, t(0)),
         // Skipped: the attempt number is recorded, the notification does not exist, and the
         // same attempt twice in one batch.
-        (rec("b3", Some(200)), DeliveryOutcome::Delivered),
-        (rec("ghost", None), DeliveryOutcome::GaveUp),
-        (rec("b1", Some(200)), DeliveryOutcome::Delivered),
+        finished(&rec("b3", Some(200)), DeliveryOutcome::Delivered, t(0)),
+        finished(&rec("ghost", None), DeliveryOutcome::GaveUp, t(0)),
+        finished(&rec("b1", Some(200)), DeliveryOutcome::Delivered, t(0)),
     ];
     assert_eq!(s.finish_deliveries(&batch).await.unwrap(), 2);
     let state = |n: NotificationRecord| {
@@ -1183,7 +1204,7 @@ async fn resend_notification_makes_it_due_again(db: Db) {
         error: None,
         duration_ms: 1,
     };
-    s.finish_delivery(&gave_up, &DeliveryOutcome::GaveUp)
+    s.finish_delivery(&finished(&gave_up, DeliveryOutcome::GaveUp, t(0)))
         .await
         .unwrap();
     assert!(s.resend_notification("n1", t(9_000)).await.unwrap());
@@ -1201,6 +1222,66 @@ async fn resend_notification_makes_it_due_again(db: Db) {
     let claimed = s.claim_notifications(t(9_000), t(9_999), 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(!s.resend_notification("nope", t(9_000)).await.unwrap());
+}
+
+/// An operator re-sends while a delivery is in flight: that delivery's outcome (whatever it
+/// is) is recorded as an attempt, but the notification stays due for the re-send.
+async fn a_resend_while_a_delivery_is_in_flight_stays_due(db: Db) {
+    let s = db.open().await;
+    let outcomes = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Retry {
+            next_attempt_at: t(60_000),
+        },
+        DeliveryOutcome::GaveUp,
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let id = format!("r{i}");
+        seed_notification(&*s, &notification(&id, &format!("tx{i}"), 100)).await;
+        let claimed = s.claim_notifications(t(100), t(5_000), 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].next_attempt_at, t(100));
+        // The re-send lands at the very instant the claim was due: it still moves the due
+        // time, so the claim is seen to be stale.
+        assert!(s.resend_notification(&id, t(100)).await.unwrap());
+        let attempt = DeliveryRecord {
+            notification_id: id.clone(),
+            attempt: 1,
+            at: t(200),
+            http_status: Some(200),
+            error: None,
+            duration_ms: 100,
+        };
+        s.finish_delivery(&finished(&attempt, outcome.clone(), t(100)))
+            .await
+            .unwrap();
+        let n = s.get_notification(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (n.state, n.attempts, n.lease_until, n.next_attempt_at),
+            (NotificationState::Pending, 1, None, t(101)),
+            "{outcome:?}: the re-send stands"
+        );
+        assert_eq!(s.deliveries(&id).await.unwrap(), vec![attempt.clone()]);
+        // The re-send is delivered next, and its own outcome counts.
+        let again = s.claim_notifications(t(300), t(5_000), 10).await.unwrap();
+        assert_eq!(
+            again.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            [id.as_str()]
+        );
+        let second = DeliveryRecord {
+            attempt: 2,
+            at: t(400),
+            ..attempt
+        };
+        s.finish_delivery(&finished(&second, DeliveryOutcome::Delivered, t(101)))
+            .await
+            .unwrap();
+        let n = s.get_notification(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (n.state, n.attempts, n.delivered_at),
+            (NotificationState::Delivered, 2, Some(t(400)))
+        );
+    }
 }
 
 async fn data_survives_close_and_reopen(db: Db) {

@@ -45,7 +45,7 @@ use crate::sharing::{
     ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
 };
 use crate::{
-    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
+    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryRecord, FinishedDelivery,
     MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, OrderChange,
     OrderRecord, PlatformKeyRecord, RepairRecord, Store, StoreError, migrate,
 };
@@ -734,10 +734,7 @@ impl Store for SqliteStore {
         self.sealer.open_notifications(claimed)
     }
 
-    async fn finish_deliveries(
-        &self,
-        done: &[(DeliveryRecord, DeliveryOutcome)],
-    ) -> Result<usize, StoreError> {
+    async fn finish_deliveries(&self, done: &[FinishedDelivery]) -> Result<usize, StoreError> {
         let done = done.to_vec();
         self.threads
             .write(move |c| ops::finish_deliveries(c, &done).map(Done::keep))

@@ -14,7 +14,7 @@ use crate::codec::{
     RULE_SET_COLS, opt_ms, unix_ms,
 };
 use crate::{
-    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryOutcome, DeliveryRecord,
+    AttemptChange, AttemptRecord, ChannelVolume, CreateOrder, DeliveryRecord, FinishedDelivery,
     MerchantCertRecord, MerchantRecord, MerchantStatus, NotificationRecord, NotificationState,
     OrderChange, OrderRecord, OrderState, PlatformKeyRecord, RepairRecord, StoreError,
 };
@@ -694,14 +694,11 @@ pub(super) fn claim_notifications(
 
 /// Each attempt in a savepoint of its own: one whose notification is gone or whose number is
 /// already recorded (a conflict) is undone and skipped; any other error fails them all.
-pub(super) fn finish_deliveries(
-    conn: &Connection,
-    done: &[(DeliveryRecord, DeliveryOutcome)],
-) -> Result<usize> {
+pub(super) fn finish_deliveries(conn: &Connection, done: &[FinishedDelivery]) -> Result<usize> {
     let mut recorded = 0;
-    for (d, outcome) in done {
+    for finished in done {
         execute(conn, "SAVEPOINT delivery", [])?;
-        let kept = match record_delivery(conn, d, outcome) {
+        let kept = match record_delivery(conn, finished) {
             Ok(kept) => kept,
             Err(StoreError::Conflict(_)) => false,
             Err(e) => return Err(e),
@@ -716,20 +713,27 @@ pub(super) fn finish_deliveries(
 }
 
 /// The attempt's row and its notification's next state; false if there is no such
-/// notification (nothing written).
-fn record_delivery(
-    conn: &Connection,
-    d: &DeliveryRecord,
-    outcome: &DeliveryOutcome,
-) -> Result<bool> {
-    let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, outcome);
+/// notification (nothing written). The state moves only if the row is still due when it was
+/// claimed: otherwise an operator re-sent it meanwhile, and the re-send stays due.
+fn record_delivery(conn: &Connection, finished: &FinishedDelivery) -> Result<bool> {
+    let d = &finished.delivery;
+    let (state, delivered_at, next_attempt_at) = codec::delivery_effect(d, &finished.outcome);
+    // Every right-hand side reads the row as it was, so both CASEs test the claimed due.
     let n = execute(
         conn,
-        "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL, state = ?2,
+        "UPDATE notifications SET attempts = attempts + 1, lease_until = NULL,
+             state = CASE WHEN next_attempt_at = ?5 THEN ?2 ELSE state END,
              delivered_at = COALESCE(?3, delivered_at),
-             next_attempt_at = COALESCE(?4, next_attempt_at)
+             next_attempt_at = CASE WHEN next_attempt_at = ?5
+                 THEN COALESCE(?4, next_attempt_at) ELSE next_attempt_at END
          WHERE id = ?1",
-        params![d.notification_id, state, delivered_at, next_attempt_at],
+        params![
+            d.notification_id,
+            state,
+            delivered_at,
+            next_attempt_at,
+            unix_ms(finished.claimed_due)
+        ],
     )?;
     if n == 0 {
         return Ok(false);
@@ -750,7 +754,9 @@ pub(super) fn resend_notification(
 ) -> Result<bool> {
     let n = execute(
         conn,
-        "UPDATE notifications SET state = ?2, next_attempt_at = ?3 WHERE id = ?1",
+        "UPDATE notifications SET state = ?2,
+             next_attempt_at = CASE WHEN next_attempt_at = ?3 THEN ?3 + 1 ELSE ?3 END
+         WHERE id = ?1",
         params![
             id,
             codec::notification_state_str(NotificationState::Pending),
