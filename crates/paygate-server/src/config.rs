@@ -37,6 +37,10 @@ pub struct Config {
     pub security: crate::key_rotation::SecurityConfig,
     /// Platform signing key rotation: grace period, switch, reload (keys.rs).
     pub platform_keys: crate::keys::PlatformKeyConfig,
+    /// How long an orderly stop (SIGTERM, Ctrl-C) may take: requests in flight finish and the
+    /// outbox records its deliveries, then the store closes (shutdown.rs). Default 25 s: a
+    /// prepay's whole deadline (20 s) fits, and it ends before a usual 30 s kill timeout.
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -341,6 +345,7 @@ impl Default for Config {
             bills: Default::default(),
             security: Default::default(),
             platform_keys: Default::default(),
+            shutdown_grace_ms: 25_000,
         }
     }
 }

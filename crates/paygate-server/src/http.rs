@@ -44,6 +44,8 @@ pub struct AppState {
     pub order_locks: Vec<tokio::sync::Mutex<()>>,
     /// Wakes the outbox worker when a notification was just written.
     pub outbox_wake: tokio::sync::Notify,
+    /// Set when an orderly stop begins (shutdown.rs).
+    pub shutdown: crate::shutdown::Shutdown,
     pub http: reqwest::Client,
     pub time_scale: u32,
     pub metrics: crate::metrics::Metrics,

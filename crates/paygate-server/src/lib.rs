@@ -38,6 +38,7 @@ pub mod sandbox;
 pub mod settlement;
 pub mod sharing;
 pub mod sharing_flow;
+pub mod shutdown;
 pub mod tls;
 pub mod views;
 pub mod workers;
@@ -85,6 +86,8 @@ pub struct RunningGateway {
     pub base_url: String,
     pub state: Arc<AppState>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The outbox worker: it ends once a stop has begun and its deliveries are recorded.
+    pub outbox: tokio::task::JoinHandle<()>,
     /// The embedded sandbox simulator, when it runs.
     pub sandbox: Option<paygate_sim::RunningSim>,
 }
@@ -232,6 +235,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         journal,
         order_locks: AppState::new_order_locks(),
         outbox_wake: tokio::sync::Notify::new(),
+        shutdown: Default::default(),
         // As many idle connections per merchant host as deliveries may be in flight: fewer
         // made the outbox close and reconnect (connect() was ~2 % of its CPU under load).
         http: reqwest::Client::builder()
@@ -243,7 +247,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // Daily caps start from what every node handed out today, not from zero.
     state.routing.refresh_volumes(state.store.as_ref()).await?;
     let app = router(Arc::clone(&state));
-    workers::spawn(Arc::clone(&state));
+    let outbox = workers::spawn(Arc::clone(&state));
     fees::spawn_integrator(Arc::clone(&state));
     keys::spawn_reloader(Arc::clone(&state));
     key_rotation::spawn_vault_worker(
@@ -253,7 +257,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let task = match &state.config.tls {
         Some(tls) => {
             let rustls = tls::server_config(tls).map_err(StartError::Tls)?;
-            tls::serve(std_listener, rustls, app)
+            let stop = Arc::clone(&state);
+            tls::serve(std_listener, rustls, app, async move {
+                stop.shutdown.begun().await
+            })
         }
         None => {
             std_listener
@@ -267,7 +274,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                     addr,
                     message: e.to_string(),
                 })?;
-            tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await })
+            let stop = Arc::clone(&state);
+            tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service())
+                    .with_graceful_shutdown(async move { stop.shutdown.begun().await })
+                    .await
+            })
         }
     };
     Ok(RunningGateway {
@@ -275,6 +287,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         base_url,
         state,
         task,
+        outbox,
         sandbox,
     })
 }

@@ -53,10 +53,20 @@ pub fn serve(
     listener: std::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
     app: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(config);
+    let handle = axum_server::Handle::new();
+    let graceful = handle.clone();
+    // When `stop` resolves: no more connections, requests in flight finish (the caller
+    // bounds the wait).
+    tokio::spawn(async move {
+        stop.await;
+        graceful.graceful_shutdown(None);
+    });
     tokio::spawn(async move {
         axum_server::from_tcp_rustls(listener, rustls)
+            .handle(handle)
             .serve(app.into_make_service())
             .await
     })

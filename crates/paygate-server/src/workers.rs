@@ -37,7 +37,8 @@ const RECORD_QUEUE_MAX: usize = 4096;
 /// An attempt that never reached the channel is given up after this long.
 const NEVER_ARRIVED_AFTER: time::Duration = time::Duration::minutes(2);
 
-pub fn spawn(app: Arc<AppState>) {
+/// Starts the background workers; the outbox's handle is returned, for an orderly stop.
+pub fn spawn(app: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     // Closes business days for merchant bills (bills.rs).
     crate::bills::spawn_closer(Arc::clone(&app));
     // Yesterday's reconciliation, once its bills exist (recon_admin.rs).
@@ -78,7 +79,7 @@ pub fn spawn(app: Arc<AppState>) {
             }
         }
     });
-    tokio::spawn(run_outbox(app));
+    tokio::spawn(run_outbox(app))
 }
 
 /// One poller round; returns how many attempts it looked at. It reads only the attempts
@@ -227,17 +228,20 @@ async fn poll_attempt(
 /// The outbox worker: keeps up to `deliveries_in_flight_max` deliveries going, claiming more
 /// as soon as a quarter of the slots is free instead of after a whole round has finished, so
 /// one slow merchant (up to the 5 s ack timeout) never holds back everyone's notifications.
+/// Once a stop begins it claims nothing more, lets the deliveries in flight finish and ends
+/// when their outcomes are recorded.
 async fn run_outbox(app: Arc<AppState>) {
     let every = Duration::from_millis(app.config.workers.outbox_interval_ms);
     let in_flight_max = app.config.workers.deliveries_in_flight_max.max(1);
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     let (recorder, outcomes) = tokio::sync::mpsc::channel(RECORD_QUEUE_MAX);
-    tokio::spawn(record_outcomes(Arc::clone(&app), outcomes));
+    let recording = tokio::spawn(record_outcomes(Arc::clone(&app), outcomes));
     // Claiming a handful at a time would cost a write per handful; wait for a quarter.
     let refill_at = (in_flight_max / 4).max(1) as u32;
-    loop {
-        if let Ok(enough) = Arc::clone(&slots).acquire_many_owned(refill_at).await {
-            drop(enough);
+    while !app.shutdown.is_begun() {
+        tokio::select! {
+            enough = Arc::clone(&slots).acquire_many_owned(refill_at) => drop(enough),
+            () = app.shutdown.begun() => break,
         }
         let free = slots.available_permits();
         let want = free.min(app.config.workers.outbox_batch_max.max(1) as usize);
@@ -264,8 +268,19 @@ async fn run_outbox(app: Arc<AppState>) {
             }
             Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
         }
-        // Woken at once when a notification is written, else on the interval.
-        let _ = tokio::time::timeout(every, app.outbox_wake.notified()).await;
+        // Woken at once when a notification is written or a stop begins, else on the interval.
+        tokio::select! {
+            _ = tokio::time::timeout(every, app.outbox_wake.notified()) => {}
+            () = app.shutdown.begun() => {}
+        }
+    }
+    // Every slot free means every delivery's outcome is queued; with the last sender gone
+    // the recorder writes what it holds and ends.
+    let all = u32::try_from(in_flight_max).unwrap_or(u32::MAX);
+    drop(slots.acquire_many(all).await);
+    drop(recorder);
+    if let Err(e) = recording.await {
+        tracing::warn!(error = %e, "the delivery recorder failed");
     }
 }
 

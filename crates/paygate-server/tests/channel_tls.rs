@@ -66,7 +66,7 @@ async fn a_channel_behind_a_private_ca_is_reached_only_when_its_ca_is_configured
         "https://127.0.0.1:{}/",
         listener.local_addr().unwrap().port()
     );
-    let _server = paygate_server::tls::serve(listener, rustls, app);
+    let _server = paygate_server::tls::serve(listener, rustls, app, std::future::pending());
 
     // System roots only: the handshake fails, nothing reaches the channel.
     let r = client(&base)

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -518,6 +519,63 @@ async fn notifications_retry_and_an_operator_can_resend() {
             );
         }
         gw.finish().await;
+    }
+}
+
+/// An orderly stop: new connections are refused at once, the delivery in flight finishes and
+/// its outcome is recorded before the stop returns (a killed process would leave it leased,
+/// to be delivered again).
+#[tokio::test]
+async fn an_orderly_stop_records_the_delivery_in_flight() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        let held = Arc::clone(&rx.hold).write_owned().await;
+        let no = out_no("S");
+        let _: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &gw.native(&no, 5, &rx.url))
+            .await
+            .unwrap();
+        gw.pay(&no).await;
+        let tid = gw.wait_state(&no, "SUCCESS").await.transaction_id.unwrap();
+        rx.wait_for(1).await;
+        let Gw {
+            gw: running,
+            config,
+            dir,
+            pg_schema,
+            http,
+            ..
+        } = gw;
+        let healthz = format!("{}healthz", running.base_url);
+        let stopping = tokio::spawn(running.shutdown(Duration::from_secs(30)));
+        eventually(|| async { http.get(&healthz).send().await.is_err().then_some(()) }).await;
+        assert!(
+            !stopping.is_finished(),
+            "the held delivery keeps the stop waiting"
+        );
+        drop(held);
+        assert_eq!(
+            stopping.await.unwrap(),
+            paygate_server::shutdown::Stopped::default()
+        );
+        let store = paygate_server::key_rotation::open_store(&config)
+            .await
+            .unwrap();
+        let notifications = store.notifications_of(&tid).await.unwrap();
+        assert_eq!(notifications.len(), 1);
+        assert_eq!(
+            (notifications[0].state, notifications[0].lease_until),
+            (paygate_store::NotificationState::Delivered, None)
+        );
+        let deliveries = store.deliveries(&notifications[0].id).await.unwrap();
+        assert_eq!(
+            deliveries.iter().map(|d| d.http_status).collect::<Vec<_>>(),
+            [Some(200)]
+        );
+        store.close().await;
+        remove_data(&dir, pg_schema).await;
     }
 }
 

@@ -103,7 +103,17 @@ async fn https_and_mutual_tls_guard_the_merchant_api() {
             .is_err(),
         "no client certificate, no connection"
     );
-    gw.task.abort();
+    // An orderly stop of the TLS listener ends it in time and refuses new connections.
+    let base_url = gw.base_url.clone();
+    let stopped = gw.shutdown(std::time::Duration::from_secs(10)).await;
+    assert_eq!(stopped, paygate_server::shutdown::Stopped::default());
+    assert!(
+        with_cert
+            .get(format!("{base_url}healthz"))
+            .send()
+            .await
+            .is_err()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -428,8 +428,9 @@ async fn run_bench(command: BenchCommand) -> Result<(), String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    let stop = stop_signal();
     let data_dir = config.data_dir.clone();
-    let gateway = paygate_server::start(config)
+    let mut gateway = paygate_server::start(config)
         .await
         .map_err(|e| e.to_string())?;
     println!("paygate gateway");
@@ -447,16 +448,57 @@ async fn serve(config: Config) -> Result<(), String> {
         );
     }
     println!("listening on {}", gateway.base_url.trim_end_matches('/'));
-    wait(gateway.task).await
+    let grace = std::time::Duration::from_millis(gateway.state.config.shutdown_grace_ms);
+    tokio::select! {
+        served = &mut gateway.task => return served_result(served),
+        () = stop => {}
+    }
+    println!("stopping: requests in flight and notification deliveries finish (≤ {grace:?})");
+    let stopped = gateway.shutdown(grace).await;
+    if stopped == paygate_server::shutdown::Stopped::default() {
+        println!("stopped");
+    } else {
+        println!("stopped with work cut off: {stopped:?}");
+    }
+    Ok(())
 }
 
-async fn wait(task: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), String> {
+async fn wait(mut task: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), String> {
     tokio::select! {
-        served = task => match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("server stopped: {e}")),
-            Err(e) => Err(format!("server task failed: {e}")),
-        },
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        served = &mut task => served_result(served),
+        () = stop_signal() => Ok(()),
+    }
+}
+
+fn served_result(
+    served: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> Result<(), String> {
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("server stopped: {e}")),
+        Err(e) => Err(format!("server task failed: {e}")),
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what a service manager or an orchestrator sends to stop a process).
+/// The handlers are installed when this is called, not when it is first awaited, so a signal
+/// that arrives while the gateway starts is not lost to the default action.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        let received = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = received(interrupt) => {}
+            () = received(terminate) => {}
+        }
     }
 }

@@ -9,67 +9,14 @@
 
 mod common;
 
-use common::{TempDir, free_port};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use common::{BIN, Proc, TempDir, free_port};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_paygate");
 const OPERATOR_TOKEN: &str = "bench-cli-operator";
-
-/// A child process, its output in a log file; killed and reaped when dropped.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], envs: &[(&str, &str)], log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .env("RUST_LOG", "warn");
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-        Self { child, log }
-    }
-
-    fn wait_port(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("exited ({status}) before listening:\n{}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing on port {port} after 60 s:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(BIN)

@@ -18,19 +18,26 @@ pub struct Gw {
     pub dir: std::path::PathBuf,
     pub pg_schema: Option<(String, String)>,
     pub http: reqwest::Client,
+    /// What it was started with (a test that stops it can reopen its store).
+    pub config: Config,
 }
 
 impl Gw {
     /// Stops the gateway, closes its store and drops its PostgreSQL schema. Async, inside the
     /// test's runtime: a blocking clean-up in Drop would starve the pool's own rollbacks.
-    pub async fn finish(mut self) {
+    pub async fn finish(self) {
         self.gw.task.abort();
         self.gw.state.store.close().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some((url, schema)) = self.pg_schema.take() {
-            if let Err(e) = paygate_store::drop_postgres_schema(&url, &schema).await {
-                eprintln!("leaving schema {schema}: {e}");
-            }
+        remove_data(&self.dir, self.pg_schema).await;
+    }
+}
+
+/// Removes a gateway's data directory and drops its PostgreSQL schema.
+pub async fn remove_data(dir: &std::path::Path, pg_schema: Option<(String, String)>) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some((url, schema)) = pg_schema {
+        if let Err(e) = paygate_store::drop_postgres_schema(&url, &schema).await {
+            eprintln!("leaving schema {schema}: {e}");
         }
     }
 }
@@ -64,7 +71,9 @@ pub async fn start(pg: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Gw {
         pg_schema = Some((url.to_string(), schema));
     }
     tweak(&mut config);
-    let gw = paygate_server::start(config).await.expect("gateway starts");
+    let gw = paygate_server::start(config.clone())
+        .await
+        .expect("gateway starts");
     let channel = gw.state.channel(&gw.state.default_channel).unwrap();
     let mapping = channel_mapping(channel.config(), None, None).unwrap();
     let onboarded = merchants::onboard(
@@ -87,6 +96,7 @@ pub async fn start(pg: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Gw {
         dir,
         pg_schema,
         http: reqwest::Client::new(),
+        config,
     }
 }
 
