@@ -196,7 +196,8 @@ pub async fn run(dir: &Path) -> Result<(), String> {
     println!(
         "  README.md                            the merchant API, the admin API and the sandbox"
     );
-    gateway.task.abort();
+    // The delivery's outcome is recorded and the store closed before the process ends.
+    gateway.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
 
