@@ -24,6 +24,18 @@ impl Gw {
         json!({"appid": self.kit.merchant.appid, "mchid": self.mchid(), "description": "测试商品",
                "out_trade_no": no, "notify_url": notify_url, "amount": {"total": total, "currency": "CNY"}})
     }
+
+    /// A Native prepay that must succeed.
+    async fn prepay_native(&self, no: &str, total: i64, notify_url: &str) {
+        let _: Value = self
+            .client
+            .post_json(
+                "/v3/pay/transactions/native",
+                &self.native(no, total, notify_url),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 #[derive(Clone, Default)]
@@ -367,11 +379,7 @@ async fn a_lost_callback_is_found_by_the_poller_and_probes_are_refused() {
         gw.channel_faults(json!({"notify": {"drop_rate_ppm": 1_000_000}}))
             .await;
         let no = out_no("L");
-        let _: Value = gw
-            .client
-            .post_json("/v3/pay/transactions/native", &gw.native(&no, 9, &rx.url))
-            .await
-            .unwrap();
+        gw.prepay_native(&no, 9, &rx.url).await;
         gw.pay(&no).await;
         gw.wait_state(&no, "SUCCESS").await;
         rx.wait_for(1).await;
@@ -380,11 +388,7 @@ async fn a_lost_callback_is_found_by_the_poller_and_probes_are_refused() {
         gw.channel_faults(json!({"notify": {"signtest": true}}))
             .await;
         let no = out_no("S");
-        let _: Value = gw
-            .client
-            .post_json("/v3/pay/transactions/native", &gw.native(&no, 9, &rx.url))
-            .await
-            .unwrap();
+        gw.prepay_native(&no, 9, &rx.url).await;
         gw.pay(&no).await;
         gw.wait_state(&no, "SUCCESS").await;
         let sim = gw.gw.sandbox.as_ref().unwrap();
@@ -425,11 +429,7 @@ async fn notifications_retry_and_an_operator_can_resend() {
         let rx = receiver().await;
         *rx.fail_first.lock().unwrap() = 2;
         let no = out_no("R");
-        let _: Value = gw
-            .client
-            .post_json("/v3/pay/transactions/native", &gw.native(&no, 3, &rx.url))
-            .await
-            .unwrap();
+        gw.prepay_native(&no, 3, &rx.url).await;
         gw.pay(&no).await;
         rx.wait_for(3).await;
         let tid = gw.wait_state(&no, "SUCCESS").await.transaction_id.unwrap();
@@ -532,11 +532,7 @@ async fn an_orderly_stop_records_the_delivery_in_flight() {
         let rx = receiver().await;
         let held = Arc::clone(&rx.hold).write_owned().await;
         let no = out_no("S");
-        let _: Value = gw
-            .client
-            .post_json("/v3/pay/transactions/native", &gw.native(&no, 5, &rx.url))
-            .await
-            .unwrap();
+        gw.prepay_native(&no, 5, &rx.url).await;
         gw.pay(&no).await;
         let tid = gw.wait_state(&no, "SUCCESS").await.transaction_id.unwrap();
         rx.wait_for(1).await;
@@ -765,11 +761,7 @@ async fn metrics_count_requests_by_endpoint_and_code_and_deliveries() {
     let gw = start(None, |_| {}).await;
     let rx = receiver().await;
     let no = out_no("M");
-    let _: Value = gw
-        .client
-        .post_json("/v3/pay/transactions/native", &gw.native(&no, 2, &rx.url))
-        .await
-        .unwrap();
+    gw.prepay_native(&no, 2, &rx.url).await;
     let _ = gw
         .client
         .get_json::<Transaction>(&format!(
