@@ -41,6 +41,10 @@ pub struct Config {
     /// outbox records its deliveries, then the store closes (shutdown.rs). Default 25 s: a
     /// prepay's whole deadline (20 s) fits, and it ends before a usual 30 s kill timeout.
     pub shutdown_grace_ms: u64,
+    /// The first part of that stop: `/readyz` answers 503 while the gateway goes on serving,
+    /// so a load balancer that polls it moves new calls elsewhere first. Default 0 (no load
+    /// balancer); behind one, a little more than its check interval.
+    pub shutdown_drain_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -346,6 +350,7 @@ impl Default for Config {
             security: Default::default(),
             platform_keys: Default::default(),
             shutdown_grace_ms: 25_000,
+            shutdown_drain_ms: 0,
         }
     }
 }
@@ -437,10 +442,11 @@ mod tests {
     #[test]
     fn toml_overrides_and_unknown_keys_are_refused() {
         let c: Config = toml::from_str(
-            "listen = \"0.0.0.0:9443\"\n[sandbox]\nenabled = false\n[[channels]]\nid = \"wx1\"\nkit_dir = \"/k\"\n",
+            "listen = \"0.0.0.0:9443\"\nshutdown_drain_ms = 5000\n[sandbox]\nenabled = false\n[[channels]]\nid = \"wx1\"\nkit_dir = \"/k\"\n",
         )
         .unwrap();
         assert_eq!(c.listen.port(), 9443);
+        assert_eq!((c.shutdown_drain_ms, c.shutdown_grace_ms), (5_000, 25_000));
         assert!(!c.sandbox.enabled);
         assert_eq!(c.channels[0].timeout_ms, 10_000);
         assert_eq!(c.channels[0].fee_rate_bp, 60);

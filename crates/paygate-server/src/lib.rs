@@ -344,10 +344,14 @@ async fn metrics_text(
     )
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers and no stop has begun (a load balancer stops sending while
+/// the gateway drains, see shutdown.rs).
 async fn readyz(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> (axum::http::StatusCode, &'static str) {
+    if app.shutdown.is_draining() {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    }
     match app.store.platform_keys().await {
         Ok(_) => (axum::http::StatusCode::OK, "ready"),
         Err(_) => (

@@ -575,6 +575,48 @@ async fn an_orderly_stop_records_the_delivery_in_flight() {
     }
 }
 
+/// With a drain configured, a stop first turns `/readyz` to 503 while the gateway still
+/// answers merchants, then stops.
+#[tokio::test]
+async fn a_drain_turns_readiness_off_before_the_stop() {
+    let gw = start(None, |c| c.shutdown_drain_ms = 3_000).await;
+    let no = out_no("DR");
+    gw.prepay_native(&no, 1, "https://e.com/n").await;
+    let readyz = format!("{}readyz", gw.gw.base_url);
+    let status = |url: String| {
+        let http = gw.http.clone();
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(status(readyz.clone()).await.unwrap(), 200);
+    let Gw {
+        gw: running,
+        client,
+        kit,
+        dir,
+        pg_schema,
+        ..
+    } = gw;
+    let healthz = format!("{}healthz", running.base_url);
+    let stopping = tokio::spawn(running.shutdown(Duration::from_secs(30)));
+    eventually(|| async { (status(readyz.clone()).await.ok() == Some(503)).then_some(()) }).await;
+    assert_eq!(status(healthz.clone()).await.unwrap(), 200);
+    let order: Transaction = client
+        .get_json(&format!(
+            "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
+            kit.merchant.mchid
+        ))
+        .await
+        .unwrap();
+    assert_eq!(order.trade_state.as_str(), "NOTPAY");
+    assert!(!stopping.is_finished(), "still draining");
+    assert_eq!(
+        stopping.await.unwrap(),
+        paygate_server::shutdown::Stopped::default()
+    );
+    assert!(status(healthz).await.is_err());
+    remove_data(&dir, pg_schema).await;
+}
+
 #[tokio::test]
 async fn disabled_merchants_get_no_auth_and_bad_signatures_sign_error() {
     for pg in backends() {
