@@ -1,10 +1,10 @@
 //! An orderly stop (`paygate serve` on SIGTERM or Ctrl-C): `/readyz` answers 503 at once and,
 //! for `shutdown_drain_ms` (default 0), the gateway goes on serving so that a load balancer
 //! polling it stops sending new calls; then the listener stops accepting, requests in flight
-//! finish, the outbox stops claiming, waits for the deliveries it made and
-//! records their outcomes, then the store closes. All of it within `shutdown_grace_ms`; what
-//! still runs then is cut off as in a crash, which the design survives (an acknowledged write
-//! is durable, an unrecorded delivery is made again when its lease runs out).
+//! finish, the outbox stops claiming, waits for the deliveries it made and records their
+//! outcomes, and the store closes. All of it within `shutdown_grace_ms`; what still runs then
+//! is cut off as in a crash, which the design survives (an acknowledged write is durable, an
+//! unrecorded delivery is made again when its lease runs out).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
