@@ -625,3 +625,51 @@ async fn concurrent_integrators_give_every_transfer_one_leaf(db: Db) {
     assert_eq!(checkpoints[0].size, 100);
     assert_ledger_consistent(&*s).await;
 }
+
+/// PostgreSQL writes a posting's balances, transfers and pending statuses in one statement and
+/// checks how many rows each part wrote. A row that silently does not go in (a trigger that
+/// swallows transfer rows stands for a vanished account or a lost row) fails the whole order
+/// change: no state change, no notification, no account, no transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_posting_that_loses_a_row_commits_nothing() {
+    let Some(db) = Db::postgres() else {
+        return skipped("a_posting_that_loses_a_row_commits_nothing");
+    };
+    run(db, |db| async move {
+        let Db::Postgres { base_url, schema } = &db else {
+            unreachable!("a PostgreSQL database")
+        };
+        let s = db.open().await;
+        let tx = "4200000000000000000000000003";
+        seed_order(&*s, tx).await;
+        let mut raw = pg_connection(base_url, schema).await;
+        for sql in [
+            "CREATE FUNCTION swallow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+            "CREATE TRIGGER swallow BEFORE INSERT ON ledger_transfers FOR EACH ROW EXECUTE FUNCTION swallow_row()",
+        ] {
+            sqlx::query(sql).execute(&mut raw).await.unwrap();
+        }
+        let mut c = change(tx, OrderState::Notpay, OrderState::Success);
+        c.notification = Some(notification("n-3", tx, 10));
+        c.ledger = Some(payment(tx, 10_000, 60, false));
+        let lost = s.apply_order_change(&c).await;
+        assert!(
+            matches!(&lost, Err(StoreError::Corrupt(m)) if m.contains("ledger delta wrote")),
+            "{lost:?}"
+        );
+        let o = s.get_order_by_transaction_id(tx).await.unwrap().unwrap();
+        assert_eq!(o.state, OrderState::Notpay);
+        assert!(s.get_notification("n-3").await.unwrap().is_none());
+        assert!(s.ledger_accounts(None).await.unwrap().is_empty());
+        assert!(all_transfers(&*s).await.is_empty());
+        // With the rows going in again, the same change applies whole.
+        sqlx::query("DROP TRIGGER swallow ON ledger_transfers")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        assert!(s.apply_order_change(&c).await.unwrap());
+        assert_eq!(assert_ledger_consistent(&*s).await, 2);
+        s.close().await;
+    })
+    .await;
+}
