@@ -254,13 +254,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         Arc::clone(&state.store),
         state.config.security.vault_interval_ms,
     );
+    // Both listeners stop accepting once an orderly stop begins (shutdown.rs).
+    let stop = {
+        let state = Arc::clone(&state);
+        async move { state.shutdown.begun().await }
+    };
     let task = match &state.config.tls {
         Some(tls) => {
             let rustls = tls::server_config(tls).map_err(StartError::Tls)?;
-            let stop = Arc::clone(&state);
-            tls::serve(std_listener, rustls, app, async move {
-                stop.shutdown.begun().await
-            })
+            tls::serve(std_listener, rustls, app, stop)
         }
         None => {
             std_listener
@@ -274,10 +276,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                     addr,
                     message: e.to_string(),
                 })?;
-            let stop = Arc::clone(&state);
             tokio::spawn(async move {
                 axum::serve(listener, app.into_make_service())
-                    .with_graceful_shutdown(async move { stop.shutdown.begun().await })
+                    .with_graceful_shutdown(stop)
                     .await
             })
         }
