@@ -629,11 +629,15 @@ async fn call_channel(
                     Credential::H5Url(h)
                 }
             };
-            // The answer is signed while the commit waits for its fsync; it is handed out
-            // only once the credential is durable.
-            let (updated, presigned) = tokio::join!(app.store.update_attempt(&change), async {
-                presign(app, answer_serial, &answer)
-            });
+            // The answer is signed while the credential is written; it is handed out once
+            // the write committed, without waiting for the disk: a credential lost to a power
+            // cut leaves the attempt open, and the merchant's retry asks the channel again
+            // for the same order (Store::update_attempt_unsynced). The order itself was
+            // durable before the channel heard of it.
+            let (updated, presigned) =
+                tokio::join!(app.store.update_attempt_unsynced(&change), async {
+                    presign(app, answer_serial, &answer)
+                });
             if !updated.map_err(store_err)? {
                 // Settled or paid meanwhile (a poller elsewhere): never hand out its credential.
                 return Err(ApiError::new(

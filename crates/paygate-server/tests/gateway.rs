@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use paygate_store::{AttemptChange, AttemptState};
 use paygate_wxpay::client::ClientError;
 use paygate_wxpay::crypto::VerifyingKey;
 use paygate_wxpay::models::payments::Transaction;
@@ -212,6 +213,56 @@ async fn prepay_is_idempotent_and_concurrent_calls_make_one_order() {
         let Ok(gw) = Arc::try_unwrap(gw) else {
             panic!("every task finished")
         };
+        gw.finish().await;
+    }
+}
+
+/// A prepay's credential is answered before it is on disk (`update_attempt_unsynced`). A power
+/// cut that loses it leaves the attempt CREATED, as here: the merchant's retry must get a
+/// credential for the SAME channel order (no second attempt, no second order), which then
+/// pays once.
+#[tokio::test]
+async fn a_credential_lost_to_a_power_cut_is_given_again_for_the_same_order() {
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("L");
+        let body = gw.native(&no, 100, "https://example.com/notify");
+        let first: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap();
+        let store = &gw.gw.state.store;
+        let order = store.get_order(gw.mchid(), &no).await.unwrap().unwrap();
+        let attempt = store
+            .attempts(&order.transaction_id)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(attempt.state, AttemptState::Prepaid);
+        let lost = AttemptChange::to(
+            &attempt.attempt_id,
+            &[AttemptState::Prepaid],
+            AttemptState::Created,
+            attempt.updated_at,
+        );
+        assert!(store.update_attempt(&lost).await.unwrap());
+
+        let again: Value = gw
+            .client
+            .post_json("/v3/pay/transactions/native", &body)
+            .await
+            .unwrap();
+        assert_eq!(
+            again["code_url"], first["code_url"],
+            "the channel's same order"
+        );
+        let attempts = store.attempts(&order.transaction_id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "no second attempt");
+        assert_eq!(attempts[0].state, AttemptState::Prepaid);
+        gw.pay(&no).await;
+        let paid = gw.wait_state(&no, "SUCCESS").await;
+        assert_eq!(paid.amount.map(|a| a.total), Some(100));
         gw.finish().await;
     }
 }

@@ -198,6 +198,15 @@ pub trait Store:
     /// Compare-and-set on the attempt's state; false (nothing written) if the attempt is not in
     /// one of `change.expected_states`.
     async fn update_attempt(&self, change: &AttemptChange) -> Result<bool, StoreError>;
+    /// [`Self::update_attempt`], answered before the write is on disk: for a change whose loss
+    /// to a power cut (or a PostgreSQL crash) the flow recovers from, i.e. an attempt's fresh
+    /// credential. Lost, the attempt is back in its earlier open state, and the merchant's
+    /// retry calls its channel again with the same parameters, which the channel answers with
+    /// a credential for the same order (§4.6): the path an expired credential or a crash
+    /// during the channel call already takes. A later synced write makes it durable with
+    /// itself (both backends sync their log in order), so a power cut loses only a suffix of
+    /// such changes, never one without the other. A killed gateway process loses nothing.
+    async fn update_attempt_unsynced(&self, change: &AttemptChange) -> Result<bool, StoreError>;
     /// The one write path for an order's state: all or nothing, false if the order's state is
     /// no longer `change.expected_state` (someone else moved it first).
     async fn apply_order_change(&self, change: &OrderChange) -> Result<bool, StoreError>;

@@ -9,8 +9,9 @@
 //! parameters (`sslmode`, …) go to sqlx. `schema` puts every table in that schema (created if
 //! missing) by setting the connections' `search_path`: this is how tests, and several
 //! independent gateways, share one database without seeing each other. `max_connections` is
-//! the store's pool; the replay check's nonce inserts open up to four more of their own
-//! (`postgres/nonces.rs`), so a node holds at most N + 4 backends.
+//! the store's pool. Beside it, up to `nonces::UNSYNCED_MAX` (8) connections whose commits do not
+//! wait for the WAL flush carry the replay check's nonce inserts (`postgres/nonces.rs`) and
+//! `update_attempt_unsynced`, so a node holds at most N + 8 backends.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -133,6 +134,8 @@ pub fn check_schema_name(name: &str) -> Result<&str> {
 
 pub struct PgStore {
     pool: PgPool,
+    /// Connections with `synchronous_commit = off`, opened when first needed (`nonces::pool`).
+    unsynced: PgPool,
     nonces: nonces::NonceBatcher,
     /// Seals sensitive fields once a vault is attached (crate::vault, postgres/protect.rs).
     sealer: crate::vault::Sealer,
@@ -200,8 +203,10 @@ impl PgStore {
             .await
             .map_err(pg_err)?;
         migrate_postgres(&pool).await?;
+        let unsynced = nonces::pool(connect, options);
         Ok(Self {
-            nonces: nonces::NonceBatcher::new(nonces::pool(connect, options)),
+            nonces: nonces::NonceBatcher::new(unsynced.clone()),
+            unsynced,
             pool,
             sealer: Default::default(),
         })
@@ -1043,6 +1048,14 @@ impl Store for PgStore {
         update_attempt(&mut conn, change, None).await
     }
 
+    async fn update_attempt_unsynced(&self, change: &AttemptChange) -> Result<bool> {
+        // One statement, its own transaction, committed without waiting for the WAL flush.
+        // PostgreSQL flushes its WAL in order, so a later synced commit (the order's PAID, say)
+        // makes this one durable too.
+        let mut conn = self.unsynced.acquire().await.map_err(pg_err)?;
+        update_attempt(&mut conn, change, None).await
+    }
+
     async fn apply_order_change(&self, c: &OrderChange) -> Result<bool> {
         let mut sealed = c.clone();
         let (token, openid) = self.sealer.seal_openid(c.payer_openid.as_deref())?;
@@ -1284,19 +1297,19 @@ impl Store for PgStore {
     }
 
     fn pool_stats(&self) -> crate::PoolStats {
-        // The nonce inserts' own connections (postgres/nonces.rs) count too: they are
-        // PostgreSQL backends like the others.
-        let nonces = self.nonces.pool();
-        let idle = self.pool.num_idle().saturating_add(nonces.num_idle());
+        // The unsynced connections (postgres/nonces.rs) count too: they are PostgreSQL
+        // backends like the others.
+        let unsynced = &self.unsynced;
+        let idle = self.pool.num_idle().saturating_add(unsynced.num_idle());
         crate::PoolStats {
-            connections: self.pool.size().saturating_add(nonces.size()),
+            connections: self.pool.size().saturating_add(unsynced.size()),
             idle: u32::try_from(idle).unwrap_or(u32::MAX),
             ..Default::default()
         }
     }
 
     async fn close(&self) {
-        self.nonces.pool().close().await;
+        self.unsynced.close().await;
         self.pool.close().await;
     }
 

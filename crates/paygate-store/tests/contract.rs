@@ -49,6 +49,7 @@ contract!(
     concurrent_create_order_of_one_key_creates_exactly_once,
     insert_attempt_orders_by_seq_and_conflicts,
     update_attempt_is_a_compare_and_set_leaving_none_fields,
+    an_unsynced_attempt_update_is_the_same_compare_and_set,
     apply_order_change_writes_order_attempt_outbox_and_repair_together,
     apply_order_change_from_a_stale_state_writes_nothing,
     apply_order_change_rolls_back_when_the_attempt_cas_fails,
@@ -476,6 +477,70 @@ async fn update_attempt_is_a_compare_and_set_leaving_none_fields(db: Db) {
         s.attempts("tx1").await.unwrap()[0].state,
         AttemptState::Unknown
     );
+}
+
+/// `update_attempt_unsynced` only answers sooner (before the disk): what it writes, and when
+/// it refuses, is `update_attempt`'s, and a synced write after it keeps both.
+async fn an_unsynced_attempt_update_is_the_same_compare_and_set(db: Db) {
+    let s = db.open().await;
+    let (_, a1) = seed_order(&*s, "tx1").await;
+    let mut prepaid = AttemptChange::to(
+        "tx1-1",
+        &[AttemptState::Created],
+        AttemptState::Prepaid,
+        t(20),
+    );
+    prepaid.code_url = Some("weixin://wxpay/bizpayurl?pr=abc".into());
+    prepaid.prepay_expires_at = Some(t(7_000_000));
+    assert!(s.update_attempt_unsynced(&prepaid).await.unwrap());
+    let expected = AttemptRecord {
+        state: AttemptState::Prepaid,
+        code_url: prepaid.code_url.clone(),
+        prepay_expires_at: Some(t(7_000_000)),
+        updated_at: t(20),
+        ..a1.clone()
+    };
+    assert_eq!(s.attempts("tx1").await.unwrap(), [expected.clone()]);
+    // No longer CREATED: refused, nothing moves.
+    prepaid.updated_at = t(30);
+    assert!(!s.update_attempt_unsynced(&prepaid).await.unwrap());
+    assert!(
+        !s.update_attempt_unsynced(&AttemptChange::to(
+            "nope",
+            &[AttemptState::Created],
+            AttemptState::Prepaid,
+            t(30)
+        ))
+        .await
+        .unwrap()
+    );
+    assert_eq!(s.attempts("tx1").await.unwrap(), [expected.clone()]);
+
+    // Unsynced and synced writes interleave, concurrently too, and all stay.
+    let (_, a2) = seed_order(&*s, "tx2").await;
+    let paid = AttemptChange::to("tx1-1", &[AttemptState::Prepaid], AttemptState::Paid, t(40));
+    let mut prepaid2 = AttemptChange::to(
+        &a2.attempt_id,
+        &[AttemptState::Created],
+        AttemptState::Prepaid,
+        t(40),
+    );
+    prepaid2.prepay_id = Some("wx-prepay-2".into());
+    let (synced, unsynced) = tokio::join!(
+        s.update_attempt(&paid),
+        s.update_attempt_unsynced(&prepaid2)
+    );
+    assert!(synced.unwrap() && unsynced.unwrap());
+    s.close().await;
+    drop(s);
+    let reopened = db.open().await;
+    assert_eq!(
+        reopened.attempts("tx1").await.unwrap()[0].state,
+        AttemptState::Paid
+    );
+    let after = reopened.attempts("tx2").await.unwrap().remove(0);
+    assert_eq!(after.state, AttemptState::Prepaid);
+    assert_eq!(after.prepay_id.as_deref(), Some("wx-prepay-2"));
 }
 
 async fn apply_order_change_writes_order_attempt_outbox_and_repair_together(db: Db) {

@@ -1,9 +1,11 @@
 //! An acknowledged write survives `kill -9` of the writing process.
 //!
 //! The test re-runs its own test binary as a child ([`crash_child_process_entry`]) that creates
-//! orders from many tasks at once and prints each one the store acknowledged. The parent kills
-//! it with SIGKILL mid-stream (group commits in flight), reopens the database and checks that
-//! every acknowledged order is there, with its first attempt.
+//! orders from many tasks at once and prints each one the store acknowledged, then records the
+//! attempt's credential with `update_attempt_unsynced` (answered before the fsync) and prints
+//! that too. The parent kills it with SIGKILL mid-stream (group commits in flight), reopens the
+//! database and checks that every acknowledged order is there, with its first attempt, and
+//! every acknowledged credential with it: only a power cut may lose an unsynced write.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -46,9 +48,21 @@ fn crash_child_process_entry() {
                             .await
                             .unwrap();
                         // Only now, after the commit, is the order acknowledged.
-                        let mut out = std::io::stdout().lock();
-                        writeln!(out, "ACK {tx}").unwrap();
-                        out.flush().unwrap();
+                        let ack = |what: &str| {
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{what} {tx}").unwrap();
+                            out.flush().unwrap();
+                        };
+                        ack("ACK");
+                        let mut prepaid = AttemptChange::to(
+                            &format!("{tx}-1"),
+                            &[AttemptState::Created],
+                            AttemptState::Prepaid,
+                            t(10),
+                        );
+                        prepaid.prepay_id = Some(format!("wx-{tx}"));
+                        assert!(store.update_attempt_unsynced(&prepaid).await.unwrap());
+                        ack("PREPAID");
                     }
                 })
             })
@@ -75,8 +89,13 @@ fn kill_child_mid_write_and_check(db: Db) {
         .spawn()
         .unwrap();
     let mut acked = Vec::new();
+    let mut prepaid = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if let Some(tx) = line.unwrap().strip_prefix("ACK ") {
+        let line = line.unwrap();
+        if let Some(tx) = line.strip_prefix("PREPAID ") {
+            prepaid.push(tx.to_string());
+        }
+        if let Some(tx) = line.strip_prefix("ACK ") {
             acked.push(tx.to_string());
             if acked.len() == ACKS_BEFORE_KILL {
                 child.kill().unwrap(); // SIGKILL: no destructor, no final commit, no checkpoint
@@ -110,6 +129,19 @@ fn kill_child_mid_write_and_check(db: Db) {
                 store.attempts(tx).await.unwrap().len(),
                 1,
                 "{tx} lost its attempt"
+            );
+        }
+        assert!(
+            prepaid.len() > ACKS_BEFORE_KILL / 2,
+            "{} credentials",
+            prepaid.len()
+        );
+        for tx in &prepaid {
+            let attempt = store.attempts(tx).await.unwrap().remove(0);
+            assert_eq!(
+                (attempt.state, attempt.prepay_id.as_deref()),
+                (AttemptState::Prepaid, Some(format!("wx-{tx}").as_str())),
+                "{tx} lost its acknowledged credential"
             );
         }
     });

@@ -41,6 +41,10 @@ const BATCH_MAX: usize = 256;
 const IN_FLIGHT_MAX: usize = 4;
 /// Asks waiting at most; a full queue makes callers wait (backpressure).
 const QUEUE_MAX: usize = 4096;
+/// Connections of the unsynced pool: the batches' `IN_FLIGHT_MAX` and as many again for the
+/// store's other unsynced writes (`Store::update_attempt_unsynced`), which then never wait
+/// behind a nonce batch.
+pub(crate) const UNSYNCED_MAX: usize = IN_FLIGHT_MAX * 2;
 
 struct Ask {
     mchid: String,
@@ -63,11 +67,6 @@ impl NonceBatcher {
             pool,
             queue: Mutex::new(None),
         }
-    }
-
-    /// The connections the inserts run on.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// True the first time `(mchid, nonce)` is seen until `expires_at` (unix ms).
@@ -105,11 +104,12 @@ impl NonceBatcher {
     }
 }
 
-/// The nonce inserts' own connections: opened when first needed, their commits not waiting
-/// for the WAL flush (see the module doc).
+/// The unsynced connections, which the nonce inserts share with the store's other unsynced
+/// writes: opened when first needed, their commits not waiting for the WAL flush (see the
+/// module doc).
 pub(crate) fn pool(connect: PgConnectOptions, options: &super::PgOptions) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(u32::try_from(IN_FLIGHT_MAX).unwrap_or(4))
+        .max_connections(u32::try_from(UNSYNCED_MAX).unwrap_or(8))
         .test_before_acquire(false)
         .acquire_timeout(std::time::Duration::from_millis(options.acquire_timeout_ms))
         .connect_lazy_with(connect.options([("synchronous_commit", "off")]))

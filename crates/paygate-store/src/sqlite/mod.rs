@@ -182,6 +182,7 @@ impl SqliteStore {
             write_queue_max: options.write_queue_max,
             write_batch_max: options.write_batch_max,
             read_queue_max: options.read_queue_max,
+            synced_commits: options.synchronous == SqliteSync::Full,
         };
         let inline = (0..inline_readers())
             .map(|_| open_reader(&path, options))
@@ -610,6 +611,13 @@ impl Store for SqliteStore {
         let change = change.clone();
         self.threads
             .write(move |c| ops::update_attempt(c, &change, None).map(Done::keep))
+            .await
+    }
+
+    async fn update_attempt_unsynced(&self, change: &AttemptChange) -> Result<bool, StoreError> {
+        let change = change.clone();
+        self.threads
+            .write_unsynced(move |c| ops::update_attempt(c, &change, None).map(Done::keep))
             .await
     }
 

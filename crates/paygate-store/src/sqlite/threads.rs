@@ -13,6 +13,12 @@
 //! acknowledges the whole batch; no command's result is sent before its batch committed, so
 //! an acknowledged write is a durable write. Under load the batches grow by themselves: the
 //! longer a commit takes, the more commands queue behind it.
+//!
+//! The one exception is `write_unsynced` (`Store::update_attempt_unsynced`): a batch made only
+//! of such commands commits with `synchronous=NORMAL`, so its answer does not wait for an
+//! fsync. Its WAL frames are written before the answer (a killed process loses nothing) and
+//! become durable with the next synced commit, whose fsync of the WAL covers every frame
+//! before it, or at the next checkpoint.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -46,10 +52,13 @@ pub(crate) trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the batch's transaction has ended (`commit` is its outcome).
     fn finish(self: Box<Self>, commit: &Result<(), String>);
+    /// Whether its answer waits for the commit's fsync.
+    fn synced(&self) -> bool;
 }
 
 struct Job<T, F> {
     work: Option<F>,
+    synced: bool,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -86,6 +95,10 @@ where
         // The caller may have gone away (its future dropped): nothing to tell then.
         let _ = self.reply.send(answer);
     }
+
+    fn synced(&self) -> bool {
+        self.synced
+    }
 }
 
 pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -104,6 +117,9 @@ pub(crate) struct Bounds {
     pub write_queue_max: usize,
     pub write_batch_max: usize,
     pub read_queue_max: usize,
+    /// The write connection runs with `synchronous=FULL`: an unsynced batch switches it to
+    /// NORMAL for its commit. (With NORMAL throughout, no commit waits for an fsync anyway.)
+    pub synced_commits: bool,
 }
 
 fn stopped() -> StoreError {
@@ -121,9 +137,10 @@ impl Threads {
         let (write_tx, write_rx) = mpsc::channel(bounds.write_queue_max.max(1));
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>(bounds.read_queue_max.max(1));
         let batch_max = bounds.write_batch_max.max(1);
+        let synced_commits = bounds.synced_commits;
         let mut handles = Vec::with_capacity(readers.len() + 1);
         handles.push(spawn("sqlite-writer".into(), move || {
-            writer_loop(writer, write_rx, batch_max)
+            writer_loop(writer, write_rx, batch_max, synced_commits)
         })?);
         // tokio's mpsc has one receiver: the readers take turns holding it. A reader blocked in
         // recv holds the lock; the others wait for the lock instead — the same thing.
@@ -172,9 +189,28 @@ impl Threads {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
     {
+        self.queue_write(work, true).await
+    }
+
+    /// [`Self::write`], answered once its batch committed but, if every command of the batch
+    /// is unsynced, before the fsync (see the module doc).
+    pub async fn write_unsynced<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
+    {
+        self.queue_write(work, false).await
+    }
+
+    async fn queue_write<T, F>(&self, work: F, synced: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn WriteJob> = Box::new(Job {
             work: Some(work),
+            synced,
             result: None,
             reply,
         });
@@ -261,8 +297,11 @@ fn writer_loop(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
     batch_max: usize,
+    synced_commits: bool,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch_max);
+    // What the connection is set to now: FULL while synced_commits, until an unsynced batch.
+    let mut syncing = synced_commits;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < batch_max {
@@ -272,7 +311,10 @@ fn writer_loop(
             }
         }
         let started = std::time::Instant::now();
-        let commit = run_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        let want = synced_commits && batch.iter().any(|job| job.synced());
+        let commit = set_synced(&conn, &mut syncing, want)
+            .and_then(|()| run_batch(&mut conn, &mut batch))
+            .map_err(|e| e.to_string());
         tracing::trace!(
             commands = batch.len(),
             elapsed_us = started.elapsed().as_micros(),
@@ -285,6 +327,22 @@ fn writer_loop(
             job.finish(&commit);
         }
     }
+}
+
+/// Switches the write connection between FULL (`want`) and NORMAL before a batch begins.
+fn set_synced(conn: &Connection, syncing: &mut bool, want: bool) -> Result<(), StoreError> {
+    if *syncing != want {
+        exec(
+            conn,
+            if want {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            },
+        )?;
+        *syncing = want;
+    }
+    Ok(())
 }
 
 /// One transaction for the whole batch, one savepoint per command.
@@ -350,10 +408,18 @@ mod tests {
     fn job<T: Send + 'static>(
         work: impl FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
     ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
+        job_synced(true, work)
+    }
+
+    fn job_synced<T: Send + 'static>(
+        synced: bool,
+        work: impl FnOnce(&Connection) -> Result<Done<T>, StoreError> + Send + 'static,
+    ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, answer) = oneshot::channel();
         (
             Box::new(Job {
                 work: Some(work),
+                synced,
                 result: None,
                 reply,
             }),
@@ -423,6 +489,7 @@ mod tests {
             write_queue_max: 16,
             write_batch_max: 4,
             read_queue_max: 16,
+            synced_commits: true,
         };
         let threads = Threads::start(writer, vec![reader()], vec![reader()], &bounds).unwrap();
         assert_eq!(threads.connections(), 3, "writer, reader, inline");
@@ -446,6 +513,49 @@ mod tests {
         assert_eq!(on(&threads), here);
         drop(threads);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// What `PRAGMA synchronous` each queued command's batch committed with, batches of two.
+    fn commit_modes(synced_commits: bool, synced: &[bool]) -> Vec<i64> {
+        let (path, writer) = wal_file();
+        // As the store opens it: FULL unless the URL said synchronous=normal.
+        let opened = if synced_commits { "FULL" } else { "NORMAL" };
+        writer.pragma_update(None, "synchronous", opened).unwrap();
+        let (tx, rx) = mpsc::channel(synced.len());
+        let answers: Vec<_> = synced
+            .iter()
+            .map(|&synced| {
+                let (job, answer) = job_synced(synced, |c| {
+                    c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                        .map(Done::keep)
+                        .map_err(sqlite_err)
+                });
+                tx.try_send(job).ok().unwrap();
+                answer
+            })
+            .collect();
+        drop(tx);
+        writer_loop(writer, rx, 2, synced_commits);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        answers
+            .into_iter()
+            .map(|a| a.blocking_recv().unwrap().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_unsynced_commands_alone_commits_without_the_fsync() {
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        // Batches of two: [unsynced, unsynced] [synced, unsynced] [unsynced] — and back.
+        let queued = [false, false, true, false, false];
+        assert_eq!(
+            commit_modes(true, &queued),
+            [NORMAL, NORMAL, FULL, FULL, NORMAL]
+        );
+        assert_eq!(commit_modes(true, &[false, true, true]), [FULL, FULL, FULL]);
+        // A store opened with synchronous=normal never syncs a commit: nothing to switch.
+        assert_eq!(commit_modes(false, &queued), [NORMAL; 5]);
     }
 
     #[test]
