@@ -12,15 +12,16 @@
 //! batches and nodes the primary key decides. Keys go in sorted, so two batches that share
 //! keys lock them in the same order and never deadlock.
 //!
-//! The inserts commit with `synchronous_commit = off`, on connections of their own (at most
-//! `IN_FLIGHT_MAX`, beside the store's pool): the commit does not wait for PostgreSQL's WAL
-//! flush, which put every call's answer behind a disk sync (four A/B pairs at 350 queries a
-//! second on 2 vCPUs: the gateway's added p99 ≤ 20/7.5/10/20 ms before, ≤ 20/5/7.5/7.5
-//! after). What that gives up: a nonce committed in the last moments before PostgreSQL itself
-//! crashes (its WAL writer flushes within three `wal_writer_delay`s, 600 ms by default) may be
-//! forgotten, so a captured request could be replayed once, within its ±5 min timestamp
-//! window, right after such a crash. Every mutating call is idempotent, so such a replay
-//! repeats an answer; no other data is written this way.
+//! The inserts commit with `synchronous_commit = off`, on connections beside the store's pool
+//! (`UNSYNCED_MAX` of them, shared with `Store::update_attempt_unsynced`): the commit does not
+//! wait for PostgreSQL's WAL flush, which put every call's answer behind a disk sync (four A/B
+//! pairs at 350 queries a second on 2 vCPUs: the gateway's added p99 ≤ 20/7.5/10/20 ms before,
+//! ≤ 20/5/7.5/7.5 after). What that gives up: a nonce committed in the last moments before
+//! PostgreSQL itself crashes (its WAL writer flushes within three `wal_writer_delay`s, 600 ms
+//! by default) may be forgotten, so a captured request could be replayed once, within its
+//! ±5 min timestamp window, right after such a crash. Every mutating call is idempotent, so
+//! such a replay repeats an answer. Besides the nonces, only an attempt's fresh credential is
+//! written this way (see `update_attempt_unsynced`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
