@@ -27,15 +27,14 @@ impl Gw {
     }
 
     /// A Native prepay that must succeed.
-    async fn prepay_native(&self, no: &str, total: i64, notify_url: &str) {
-        let _: Value = self
-            .client
+    async fn prepay_native(&self, no: &str, total: i64, notify_url: &str) -> Value {
+        self.client
             .post_json(
                 "/v3/pay/transactions/native",
                 &self.native(no, total, notify_url),
             )
             .await
-            .unwrap();
+            .unwrap()
     }
 }
 
@@ -226,12 +225,9 @@ async fn a_credential_lost_to_a_power_cut_is_given_again_for_the_same_order() {
     for pg in backends() {
         let gw = start(pg.as_deref(), |_| {}).await;
         let no = out_no("L");
-        let body = gw.native(&no, 100, "https://example.com/notify");
-        let first: Value = gw
-            .client
-            .post_json("/v3/pay/transactions/native", &body)
-            .await
-            .unwrap();
+        let first = gw
+            .prepay_native(&no, 100, "https://example.com/notify")
+            .await;
         let store = &gw.gw.state.store;
         let order = store.get_order(gw.mchid(), &no).await.unwrap().unwrap();
         let attempt = store
@@ -248,11 +244,9 @@ async fn a_credential_lost_to_a_power_cut_is_given_again_for_the_same_order() {
         );
         assert!(store.update_attempt(&lost).await.unwrap());
 
-        let again: Value = gw
-            .client
-            .post_json("/v3/pay/transactions/native", &body)
-            .await
-            .unwrap();
+        let again = gw
+            .prepay_native(&no, 100, "https://example.com/notify")
+            .await;
         assert_eq!(
             again["code_url"], first["code_url"],
             "the channel's same order"

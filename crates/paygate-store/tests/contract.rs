@@ -500,7 +500,10 @@ async fn an_unsynced_attempt_update_is_the_same_compare_and_set(db: Db) {
         updated_at: t(20),
         ..a1.clone()
     };
-    assert_eq!(s.attempts("tx1").await.unwrap(), std::slice::from_ref(&expected));
+    assert_eq!(
+        s.attempts("tx1").await.unwrap(),
+        std::slice::from_ref(&expected)
+    );
     // No longer CREATED: refused, nothing moves.
     prepaid.updated_at = t(30);
     assert!(!s.update_attempt_unsynced(&prepaid).await.unwrap());
@@ -514,7 +517,10 @@ async fn an_unsynced_attempt_update_is_the_same_compare_and_set(db: Db) {
         .await
         .unwrap()
     );
-    assert_eq!(s.attempts("tx1").await.unwrap(), std::slice::from_ref(&expected));
+    assert_eq!(
+        s.attempts("tx1").await.unwrap(),
+        std::slice::from_ref(&expected)
+    );
 
     // Unsynced and synced writes interleave, concurrently too, and all stay.
     let (_, a2) = seed_order(&*s, "tx2").await;
