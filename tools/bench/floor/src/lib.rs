@@ -101,6 +101,41 @@ pub fn req_message(method: &str, path: &str, ts: &str, nonce: &str, body: &[u8])
 }
 
 /// "TS\nNONCE\nBODY\n"
+/// A signed V3 answer: `body` with its Wechatpay-* headers (`sig` over [`resp_message`]).
+pub fn signed_answer(
+    body: Vec<u8>,
+    ts: &str,
+    nonce: &str,
+    sig: &str,
+    serial: &'static str,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("wechatpay-timestamp", HeaderValue::from_str(ts).unwrap());
+    h.insert("wechatpay-nonce", HeaderValue::from_str(nonce).unwrap());
+    h.insert("wechatpay-signature", HeaderValue::from_str(sig).unwrap());
+    h.insert("wechatpay-serial", HeaderValue::from_static(serial));
+    r
+}
+
+/// An answer's (timestamp, nonce, signature) headers; empty where missing.
+pub fn answer_signature(h: &axum::http::HeaderMap) -> (String, String, String) {
+    let g = |k: &str| {
+        h.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    (
+        g("wechatpay-timestamp"),
+        g("wechatpay-nonce"),
+        g("wechatpay-signature"),
+    )
+}
+
 pub fn resp_message(ts: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(ts.len() + nonce.len() + body.len() + 3);
     for part in [ts.as_bytes(), nonce.as_bytes(), body] {

@@ -1,7 +1,7 @@
 //! Bare gateway pipeline: verify -> commit1 -> signed call to channel -> verify -> commit2 -> signed answer.
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -194,18 +194,7 @@ async fn call_upstream(
                 .await
                 .map_err(|e| e.to_string())?;
             let st = r.status().as_u16();
-            let h = r.headers();
-            let g = |k: &str| {
-                h.get(k)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let (ts, n, s) = (
-                g("wechatpay-timestamp"),
-                g("wechatpay-nonce"),
-                g("wechatpay-signature"),
-            );
+            let (ts, n, s) = answer_signature(r.headers());
             let b = r.bytes().await.map_err(|e| e.to_string())?;
             Ok((st, ts, n, s, b))
         }
@@ -218,18 +207,7 @@ async fn call_upstream(
                 .map_err(|e| e.to_string())?;
             let r = c.request(req).await.map_err(|e| e.to_string())?;
             let st = r.status().as_u16();
-            let h = r.headers();
-            let g = |k: &str| {
-                h.get(k)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let (ts, n, s) = (
-                g("wechatpay-timestamp"),
-                g("wechatpay-nonce"),
-                g("wechatpay-signature"),
-            );
+            let (ts, n, s) = answer_signature(r.headers());
             let b = r
                 .into_body()
                 .collect()
@@ -341,17 +319,7 @@ async fn native(State(gw): State<Arc<Gw>>, headers: HeaderMap, body: Bytes) -> R
     let n = nonce();
     let m = resp_message(&ts, &n, &out);
     let sig = timed(&SIGN_NS, &SIGN_N, || gw.answer_signer.sign_b64(&m));
-    let mut r = (StatusCode::OK, out).into_response();
-    let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    h.insert("wechatpay-timestamp", HeaderValue::from_str(&ts).unwrap());
-    h.insert("wechatpay-nonce", HeaderValue::from_str(&n).unwrap());
-    h.insert("wechatpay-signature", HeaderValue::from_str(&sig).unwrap());
-    h.insert(
-        "wechatpay-serial",
-        HeaderValue::from_static("GW_PLATFORM_SERIAL_1"),
-    );
-    r
+    signed_answer(out, &ts, &n, &sig, "GW_PLATFORM_SERIAL_1")
 }
 
 async fn stats() -> String {

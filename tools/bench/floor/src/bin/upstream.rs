@@ -1,6 +1,6 @@
 //! The channel (WeChat-like): verifies request signature, answers a signed code_url.
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -35,17 +35,7 @@ async fn native(
     let sig = st
         .platform
         .sign_b64(&resp_message(&ts, &n, resp.as_bytes()));
-    let mut r = (StatusCode::OK, resp).into_response();
-    let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    h.insert("wechatpay-timestamp", HeaderValue::from_str(&ts).unwrap());
-    h.insert("wechatpay-nonce", HeaderValue::from_str(&n).unwrap());
-    h.insert("wechatpay-signature", HeaderValue::from_str(&sig).unwrap());
-    h.insert(
-        "wechatpay-serial",
-        HeaderValue::from_static("PLATFORM_SERIAL_1"),
-    );
-    r
+    signed_answer(resp.into_bytes(), &ts, &n, &sig, "PLATFORM_SERIAL_1")
 }
 
 #[tokio::main]
