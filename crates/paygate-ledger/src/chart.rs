@@ -160,10 +160,12 @@ pub enum TransferCode {
     Settle,
     PayoutRequested,
     PayoutCompleted,
+    DuplicatePayment,
+    DuplicateRefunded,
 }
 
 impl TransferCode {
-    pub const ALL: [TransferCode; 16] = [
+    pub const ALL: [TransferCode; 18] = [
         TransferCode::PaymentNet,
         TransferCode::PaymentFee,
         TransferCode::PaymentNetFrozen,
@@ -180,6 +182,8 @@ impl TransferCode {
         TransferCode::Settle,
         TransferCode::PayoutRequested,
         TransferCode::PayoutCompleted,
+        TransferCode::DuplicatePayment,
+        TransferCode::DuplicateRefunded,
     ];
 
     /// Hundreds group the business fact: 1xx payment, 2xx refund, 3xx profit sharing,
@@ -189,6 +193,7 @@ impl TransferCode {
             TransferCode::PaymentNet => 101,
             TransferCode::PaymentFee => 102,
             TransferCode::PaymentNetFrozen => 103,
+            TransferCode::DuplicatePayment => 104,
             TransferCode::RefundReserveMerchant => 201,
             TransferCode::RefundReserveFee => 202,
             TransferCode::RefundPostMerchant => 203,
@@ -196,6 +201,7 @@ impl TransferCode {
             TransferCode::RefundVoidMerchant => 205,
             TransferCode::RefundVoidFee => 206,
             TransferCode::RefundPaid => 207,
+            TransferCode::DuplicateRefunded => 208,
             TransferCode::ShareSplit => 301,
             TransferCode::ShareUnfreeze => 302,
             TransferCode::ShareReturn => 303,

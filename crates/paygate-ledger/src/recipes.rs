@@ -22,6 +22,8 @@
 //! | daily settlement | `Settle` (401) | merchant pending | merchant available | amount | single |
 //! | payout requested | `PayoutRequested` (402) | merchant available | settlement payable | amount | single |
 //! | payout completed | `PayoutCompleted` (403) | settlement payable | channel clearing | amount | single |
+//! | duplicate payment (a second attempt paid) | `DuplicatePayment` (104) | channel clearing | refunds payable | amount | single |
+//! | its refund succeeded | `DuplicateRefunded` (208) | refunds payable | channel clearing | amount | single |
 //!
 //! Reading the table: a payment leaves WeChat owing us the total (clearing, an asset) and
 //! us owing the merchant the net and ourselves the fee. A refund first reserves the money
@@ -575,6 +577,46 @@ pub fn payout_completed(
         (AccountKind::ChannelClearing, channel_id),
         amount,
         TransferCode::PayoutCompleted,
+    )
+}
+
+/// A payment the channel took for an order another attempt had already paid (重复支付).
+/// The money is the payer's: no merchant and no fee touch it; it is owed back until the
+/// channel has refunded it. `refund_id` names the refund that gives it back.
+#[derive(Debug, Clone, Copy)]
+pub struct DuplicatePayment<'a> {
+    /// The order's merchant (it scopes the ids; its balances are not touched).
+    pub mchid: &'a str,
+    pub channel_id: &'a str,
+    pub refund_id: &'a str,
+    pub amount: Money,
+}
+
+/// The channel took a duplicate payment: WeChat holds it for us, we owe it to the payer.
+pub fn duplicate_payment(d: &DuplicatePayment<'_>) -> Result<Posting, RecipeError> {
+    one_leg(
+        "duplicate-payment",
+        d.mchid,
+        d.refund_id,
+        "refund_id",
+        (AccountKind::ChannelClearing, d.channel_id),
+        (AccountKind::RefundsPayable, chart::PLATFORM_OWNER),
+        d.amount,
+        TransferCode::DuplicatePayment,
+    )
+}
+
+/// The channel refunded a duplicate payment to the payer: both sides shrink.
+pub fn duplicate_refunded(d: &DuplicatePayment<'_>) -> Result<Posting, RecipeError> {
+    one_leg(
+        "duplicate-refunded",
+        d.mchid,
+        d.refund_id,
+        "refund_id",
+        (AccountKind::RefundsPayable, chart::PLATFORM_OWNER),
+        (AccountKind::ChannelClearing, d.channel_id),
+        d.amount,
+        TransferCode::DuplicateRefunded,
     )
 }
 

@@ -279,6 +279,56 @@ fn settlement_and_payout_close_the_loop_with_the_channel() {
 }
 
 #[test]
+fn a_duplicate_payment_is_owed_to_the_payer_and_leaves_with_its_refund() {
+    let mut s = LedgerState::new();
+    s.apply_posting(&pay("tx1", 10_000, 60, false), NOW)
+        .unwrap();
+    let dup = recipes::DuplicatePayment {
+        mchid: MCH,
+        channel_id: CH,
+        refund_id: "R-dup",
+        amount: fen(10_000),
+    };
+    let received = recipes::duplicate_payment(&dup).unwrap();
+    assert_eq!(received.transfers.len(), 1);
+    assert_eq!(
+        received.transfers[0].code,
+        TransferCode::DuplicatePayment.code()
+    );
+    assert_eq!(received.transfers[0].user_data, "R-dup");
+    s.apply_posting(&received, NOW).unwrap();
+    // Replayed (a duplicate callback): the same ids, nothing posted twice.
+    let again = s.apply_posting(&received, NOW).unwrap();
+    assert_eq!(again.outcomes, vec![Outcome::Exists]);
+    // The merchant and the fee are untouched; the payer is owed the whole amount.
+    assert_eq!(bal(&s, AccountKind::MerchantPending, MCH), (0, 9_940, 0, 0));
+    assert_eq!(
+        bal(&s, AccountKind::RefundsPayable, PLATFORM_OWNER),
+        (0, 10_000, 0, 0)
+    );
+    s.apply_posting(&recipes::duplicate_refunded(&dup).unwrap(), NOW)
+        .unwrap();
+    assert_eq!(
+        bal(&s, AccountKind::RefundsPayable, PLATFORM_OWNER),
+        (10_000, 10_000, 0, 0)
+    );
+    // WeChat owes us the first payment only.
+    let c = bal(&s, AccountKind::ChannelClearing, CH);
+    assert_eq!(c.0 - c.1, 10_000);
+    // A refund of it cannot be paid twice: nothing more is owed.
+    let twice = recipes::duplicate_refunded(&recipes::DuplicatePayment {
+        refund_id: "R-other",
+        ..dup
+    })
+    .unwrap();
+    assert_eq!(
+        s.clone().apply_posting(&twice, NOW).unwrap_err().code(),
+        "exceeds_credits"
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
 fn bad_facts_are_refused_with_stable_codes() {
     let ok = PaymentSuccess {
         transaction_id: "t",

@@ -435,6 +435,7 @@ async fn new_record(
         success_time: None,
         last_polled_at: None,
         version: 0,
+        kind: paygate_store::RefundKind::Merchant,
     })
 }
 
@@ -1045,6 +1046,7 @@ mod tests {
             success_time: Some(t),
             last_polled_at: None,
             version: 1,
+            kind: paygate_store::RefundKind::Merchant,
         }
     }
 

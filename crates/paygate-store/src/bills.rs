@@ -11,14 +11,17 @@ use time::OffsetDateTime;
 use crate::StoreError;
 use crate::codec::Cols;
 
-/// Which refunds appear in bills: every refund except one the channel refused outright
-/// (CLOSED without ever getting a channel refund id: it never existed at WeChat either).
-/// Spelled once, used by both backends' bill queries.
-pub(crate) const BILLED_REFUND: &str = "NOT (state = 'CLOSED' AND channel_refund_id IS NULL)";
+/// Which refunds appear in a merchant's bills: the merchant's own (never paygate's refund of
+/// a duplicate payment, which is not the merchant's money), except one the channel refused
+/// outright (CLOSED without ever getting a channel refund id: it never existed at WeChat
+/// either). Spelled once, used by both backends' bill queries.
+pub(crate) const BILLED_REFUND: &str =
+    "kind = 'MERCHANT' AND NOT (state = 'CLOSED' AND channel_refund_id IS NULL)";
 
 /// [`BILLED_REFUND`] on a record.
 pub fn is_billed_refund(r: &crate::RefundRecord) -> bool {
-    !(r.state == crate::RefundState::Closed && r.channel_refund_id.is_none())
+    r.kind == crate::RefundKind::Merchant
+        && !(r.state == crate::RefundState::Closed && r.channel_refund_id.is_none())
 }
 
 /// Rows deleted at most per call when expired download tokens are pruned.

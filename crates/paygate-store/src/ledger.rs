@@ -315,6 +315,40 @@ pub(crate) struct RefundFacts<'a> {
     pub currency: Currency,
     pub amount_fen: i64,
     pub fee_refund_fen: i64,
+    pub kind: crate::RefundKind,
+}
+
+impl<'a> RefundFacts<'a> {
+    /// A stored refund's facts, giving back `fee_refund_fen` of the fee.
+    pub(crate) fn of(r: &'a crate::RefundRecord, fee_refund_fen: i64) -> Result<Self, StoreError> {
+        Ok(RefundFacts {
+            refund_id: &r.refund_id,
+            mchid: &r.mchid,
+            channel_id: &r.channel_id,
+            currency: Currency::parse(&r.currency)
+                .map_err(|e| StoreError::Corrupt(format!("refund {}: {e}", r.refund_id)))?,
+            amount_fen: r.amount_fen,
+            fee_refund_fen,
+            kind: r.kind,
+        })
+    }
+
+    fn duplicate(&self) -> recipes::DuplicatePayment<'_> {
+        recipes::DuplicatePayment {
+            mchid: self.mchid,
+            channel_id: self.channel_id,
+            refund_id: self.refund_id,
+            amount: Money::new(self.amount_fen, self.currency),
+        }
+    }
+}
+
+/// The ledger side of a duplicate payment: what the channel took, owed to the payer until
+/// `refund` gives it back.
+pub(crate) fn duplicate_posting(refund: &crate::RefundRecord) -> Result<Posting, StoreError> {
+    let f = RefundFacts::of(refund, 0)?;
+    recipes::duplicate_payment(&f.duplicate())
+        .map_err(|e| StoreError::Database(format!("refund {}: {e}", f.refund_id)))
 }
 
 impl RefundFacts<'_> {
@@ -389,6 +423,16 @@ pub(crate) fn refund_settlement(
     use crate::RefundState as S;
     if !matches!(new_state, S::Success | S::Closed) {
         return Ok(None);
+    }
+    if facts.kind == crate::RefundKind::Duplicate {
+        // Nothing was reserved: the money has been owed to the payer since it arrived. A
+        // CLOSED refund leaves it owed, for an operator to give back another way.
+        if new_state != S::Success {
+            return Ok(None);
+        }
+        return recipes::duplicate_refunded(&facts.duplicate())
+            .map(Some)
+            .map_err(|e| StoreError::Database(format!("refund {}: {e}", facts.refund_id)));
     }
     let Some((funds, fee_fen)) = reservation_of(rows, facts)? else {
         return Ok(None);

@@ -4,7 +4,8 @@
 //! a refund's `RefundPaid` (207: credit clearing). The merchant of a leg is the owner of the
 //! merchant account it touches; a fee leg and a refund-paid leg touch platform accounts, so
 //! their merchant comes from the sibling leg sharing the business reference (`user_data`):
-//! the payment's net leg, the refund's merchant reservation (201).
+//! the payment's net leg, the refund's merchant reservation (201). A duplicate payment (104 in,
+//! 208 out with its refund) touches no merchant account: its merchant is its refund's.
 
 use async_trait::async_trait;
 use paygate_core::money::Currency;
@@ -25,11 +26,13 @@ pub struct LedgerDayRow {
 }
 
 /// The codes read: what moves a channel clearing account.
-pub const CLEARING_CODES: [TransferCode; 4] = [
+pub const CLEARING_CODES: [TransferCode; 6] = [
     TransferCode::PaymentNet,
     TransferCode::PaymentFee,
     TransferCode::PaymentNetFrozen,
+    TransferCode::DuplicatePayment,
     TransferCode::RefundPaid,
+    TransferCode::DuplicateRefunded,
 ];
 
 /// Shared SQL (`?N`; PostgreSQL swaps in `$N`): ?1 clearing account id, ?2 from ms (incl.),
@@ -39,19 +42,25 @@ pub(crate) const DAY_SQL: &str = "SELECT code, mchid, COUNT(*), CAST(COALESCE(SU
        SELECT t.code, t.amount, COALESCE(CASE
            WHEN t.code IN (101, 103) THEN
              (SELECT a.owner FROM ledger_accounts a WHERE a.id = t.credit_account_id)
+           WHEN t.code = 104 THEN
+             (SELECT r.mchid FROM refunds r WHERE r.refund_id = t.user_data)
            ELSE
              (SELECT a.owner FROM ledger_transfers n JOIN ledger_accounts a ON a.id = n.credit_account_id
               WHERE n.user_data = t.user_data AND n.code IN (101, 103) LIMIT 1)
          END, '') AS mchid
        FROM ledger_transfers t
-       WHERE t.debit_account_id = ?1 AND t.code IN (101, 102, 103)
+       WHERE t.debit_account_id = ?1 AND t.code IN (101, 102, 103, 104)
          AND t.timestamp_ms >= ?2 AND t.timestamp_ms < ?3
        UNION ALL
-       SELECT t.code, t.amount, COALESCE(
+       SELECT t.code, t.amount, COALESCE(CASE
+           WHEN t.code = 208 THEN
+             (SELECT r.mchid FROM refunds r WHERE r.refund_id = t.user_data)
+           ELSE
              (SELECT a.owner FROM ledger_transfers r JOIN ledger_accounts a ON a.id = r.debit_account_id
-              WHERE r.user_data = t.user_data AND r.code = 201 LIMIT 1), '') AS mchid
+              WHERE r.user_data = t.user_data AND r.code = 201 LIMIT 1)
+         END, '') AS mchid
        FROM ledger_transfers t
-       WHERE t.credit_account_id = ?1 AND t.code = 207
+       WHERE t.credit_account_id = ?1 AND t.code IN (207, 208)
          AND t.timestamp_ms >= ?2 AND t.timestamp_ms < ?3
      ) d
      GROUP BY code, mchid ORDER BY code, mchid";

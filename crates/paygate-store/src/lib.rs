@@ -41,7 +41,10 @@ mod receiver_seal;
 pub use codec::{from_unix_ms, truncate_to_ms, unix_ms};
 pub use postgres::{PgOptions, PgStore};
 pub use records::*;
-pub use refunds::{CreateRefund, RefundChange, RefundRecord, RefundState};
+pub use refunds::{
+    CreateRefund, DuplicatePayment, RefundChange, RefundKind, RefundRecord, RefundState,
+    duplicate_out_refund_no,
+};
 pub use sharing::{
     CreateShare, CreateShareReturn, ReturnState, ShareAmounts, ShareChange, ShareKind, ShareLimits,
     ShareLine, ShareOrderRecord, ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
@@ -225,7 +228,8 @@ pub trait Store:
     /// if the order is SUCCESS or REFUND and the sum stays within `total_fen`, a
     /// compare-and-set under the order's row lock, so no two nodes can over-refund.
     /// `(mchid, out_refund_no)` is the idempotency key: when it is taken nothing is written
-    /// and the existing refund comes back, whatever the order has left.
+    /// and the existing refund comes back, whatever the order has left. Merchant refunds
+    /// only: a duplicate payment's refund is made by `record_duplicate_payment`.
     async fn create_refund(&self, refund: &RefundRecord) -> Result<CreateRefund, StoreError>;
     async fn get_refund(
         &self,
@@ -241,8 +245,15 @@ pub trait Store:
     /// `change.expected_state` (false, nothing written, if the refund is elsewhere), the
     /// amount given back to the order on CLOSED, a SUCCESS order moved to REFUND when the
     /// channel accepted the refund (PROCESSING, SUCCESS, ABNORMAL), and the notification.
-    /// A move [`RefundState::may_become`] forbids is refused with an error.
+    /// A move [`RefundState::may_become`] forbids is refused with an error. A
+    /// [`RefundKind::Duplicate`] refund leaves its order alone; its SUCCESS pays the payer
+    /// back out of the clearing account (`DuplicateRefunded`), and its CLOSED leaves the
+    /// money owed (an operator's case).
     async fn apply_refund_change(&self, change: &RefundChange) -> Result<bool, StoreError>;
+    /// Records a duplicate payment in ONE transaction ([`DuplicatePayment`]). False, nothing
+    /// written, when the attempt's compare-and-set does not match (it moved: already PAID by
+    /// an earlier call, say). The refund must be [`RefundKind::Duplicate`] and CREATED.
+    async fn record_duplicate_payment(&self, d: &DuplicatePayment) -> Result<bool, StoreError>;
     /// Work for the poller: CREATED and PROCESSING refunds created before `polled_before`
     /// and not polled since (or never), never polled first, then oldest.
     async fn refunds_to_poll(

@@ -81,6 +81,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "attempts_poll_index_by_schedule",
         sql: include_str!("../migrations/sqlite/0014_attempts_poll_index_by_schedule.sql"),
     },
+    Migration {
+        version: 15,
+        name: "refund_kind",
+        sql: include_str!("../migrations/sqlite/0015_refund_kind.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -153,6 +158,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 14,
         name: "attempts_poll_index_by_schedule",
         sql: include_str!("../migrations/postgres/0014_attempts_poll_index_by_schedule.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "refund_kind",
+        sql: include_str!("../migrations/postgres/0015_refund_kind.sql"),
     },
 ];
 

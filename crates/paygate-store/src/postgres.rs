@@ -1507,6 +1507,10 @@ impl Store for PgStore {
         refunds::apply_refund_change(&self.pool, &change).await
     }
 
+    async fn record_duplicate_payment(&self, d: &crate::DuplicatePayment) -> Result<bool> {
+        refunds::record_duplicate_payment(&self.pool, d).await
+    }
+
     async fn refunds_to_poll(
         &self,
         polled_before: OffsetDateTime,

@@ -74,8 +74,46 @@ impl RefundState {
     }
 }
 
-/// One merchant refund against one paid order, made at the channel on the attempt that was
-/// paid.
+/// Who a refund is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundKind {
+    /// A merchant's refund (`POST /v3/refund/domestic/refunds`): reserved on the order and
+    /// on the merchant's balance, announced to the merchant.
+    #[default]
+    Merchant,
+    /// paygate's own refund of a duplicate payment (a second attempt of an order paid at the
+    /// channel): the whole attempt back to the payer. It is not the merchant's: it neither
+    /// touches the order's refundable amount nor the merchant's balances, and the merchant
+    /// neither sees nor hears of it. Its out_refund_no is `duplicate:<attempt_id>`, outside
+    /// the merchant's charset, so it can never collide with one of theirs.
+    Duplicate,
+}
+
+impl RefundKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RefundKind::Merchant => "MERCHANT",
+            RefundKind::Duplicate => "DUPLICATE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "MERCHANT" => Some(RefundKind::Merchant),
+            "DUPLICATE" => Some(RefundKind::Duplicate),
+            _ => None,
+        }
+    }
+}
+
+/// The out_refund_no of the refund that gives a duplicate payment on `attempt_id` back.
+pub fn duplicate_out_refund_no(attempt_id: &str) -> String {
+    format!("duplicate:{attempt_id}")
+}
+
+/// One refund against one paid order, made at the channel on the attempt that was paid: a
+/// merchant's, or paygate's own of a duplicate payment ([`RefundKind`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRecord {
     /// The gateway's refund id (WeChat's 29-digit shape); also the out_refund_no AT THE
@@ -119,6 +157,20 @@ pub struct RefundRecord {
     pub last_polled_at: Option<OffsetDateTime>,
     /// Bumped by every change.
     pub version: i64,
+    #[serde(default)]
+    pub kind: RefundKind,
+}
+
+/// A duplicate payment (重复支付) and the refund that gives it back, written in one
+/// transaction by [`crate::Store::record_duplicate_payment`]: the attempt's compare-and-set
+/// to PAID, the refund (CREATED, [`RefundKind::Duplicate`]), the order's repair record and
+/// the ledger's `DuplicatePayment` (what the channel took, owed to the payer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicatePayment {
+    /// To PAID, from the states the attempt may be in; if it moved, nothing is written.
+    pub attempt: crate::AttemptChange,
+    pub refund: RefundRecord,
+    pub repair: crate::RepairRecord,
 }
 
 /// One fact about a refund, written in one transaction: the compare-and-set of its state,
@@ -182,7 +234,7 @@ pub enum CreateRefund {
 pub(crate) const REFUND_COLS: &str = "refund_id, mchid, out_refund_no, transaction_id, out_trade_no, attempt_id, \
      channel_id, state, amount_fen, total_fen, currency, reason, notify_url, fingerprint, request_json, \
      channel_refund_id, user_received_account, funds_account, error_code, error_message, created_at, \
-     updated_at, success_time, last_polled_at, version";
+     updated_at, success_time, last_polled_at, version, kind";
 
 /// A refund row in [`REFUND_COLS`] order.
 pub(crate) fn refund(r: &impl Cols) -> Result<RefundRecord, StoreError> {
@@ -214,6 +266,11 @@ pub(crate) fn refund(r: &impl Cols) -> Result<RefundRecord, StoreError> {
         success_time: r.opt_time(22)?,
         last_polled_at: r.opt_time(23)?,
         version: r.int(24)?,
+        kind: {
+            let kind = r.text(25)?;
+            RefundKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown refund kind {kind:?}")))?
+        },
     })
 }
 
@@ -229,6 +286,36 @@ pub(crate) fn check_move(c: &RefundChange) -> Result<(), StoreError> {
         c.expected_state.as_str(),
         c.new_state.as_str()
     )))
+}
+
+/// `create_refund` makes merchant refunds only.
+pub(crate) fn check_merchant_kind(r: &RefundRecord) -> Result<(), StoreError> {
+    if r.kind == RefundKind::Merchant {
+        return Ok(());
+    }
+    Err(StoreError::Database(format!(
+        "refund {}: a {} refund is not made by create_refund",
+        r.refund_id,
+        r.kind.as_str()
+    )))
+}
+
+/// What `record_duplicate_payment` requires: a new duplicate refund of the whole attempt,
+/// on the attempt that moves to PAID.
+pub(crate) fn check_duplicate(d: &DuplicatePayment) -> Result<(), StoreError> {
+    let r = &d.refund;
+    if r.kind != RefundKind::Duplicate
+        || r.state != RefundState::Created
+        || r.attempt_id != d.attempt.attempt_id
+        || d.attempt.new_state != crate::AttemptState::Paid
+        || r.amount_fen != r.total_fen
+    {
+        return Err(StoreError::Database(format!(
+            "duplicate payment on {}: not a new DUPLICATE refund of the whole attempt moving to PAID",
+            d.attempt.attempt_id
+        )));
+    }
+    Ok(())
 }
 
 /// Why a reservation found nothing to update, from the order's `(state, total, refunded)`.

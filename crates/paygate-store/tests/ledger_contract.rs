@@ -194,6 +194,7 @@ fn refund(id: &str, tx: &str, amount_fen: i64, total_fen: i64) -> RefundRecord {
         success_time: None,
         last_polled_at: None,
         version: 0,
+        kind: paygate_store::RefundKind::Merchant,
     }
 }
 

@@ -11,8 +11,11 @@ use common::*;
 use paygate_core::money::{Currency, Money};
 use paygate_ledger::chart::TransferCode;
 use paygate_ledger::recipes::{self, PaymentSuccess, Refund, RefundFunds};
-use paygate_store::Store;
 use paygate_store::ledger_day::LedgerDayRow;
+use paygate_store::{
+    AttemptChange, AttemptState, DuplicatePayment, OrderState, RefundChange, RefundKind,
+    RefundRecord, RefundState, Store, duplicate_out_refund_no,
+};
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -38,7 +41,10 @@ macro_rules! contract {
     };
 }
 
-contract!(a_days_clearing_movements_are_summed_per_code_and_merchant);
+contract!(
+    a_days_clearing_movements_are_summed_per_code_and_merchant,
+    a_duplicate_payment_and_its_refund_count_for_the_orders_merchant,
+);
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -147,5 +153,68 @@ async fn a_days_clearing_movements_are_summed_per_code_and_merchant(db: Db) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn a_duplicate_payment_and_its_refund_count_for_the_orders_merchant(db: Db) {
+    let s = db.open().await;
+    let s = &*s;
+    // Order tx1 of 1900000109 (common::order), paid by attempt tx1-1, paid again by tx1-2 on ch1.
+    let (o, a) = seed_order(s, "tx1").await;
+    let mut paid = change("tx1", OrderState::Notpay, OrderState::Success);
+    paid.attempt = Some(AttemptChange::to(
+        &a.attempt_id,
+        &[AttemptState::Created],
+        AttemptState::Paid,
+        t(5),
+    ));
+    assert!(s.apply_order_change(&paid).await.unwrap());
+    let second = attempt("tx1-2", "tx1", 2);
+    s.insert_attempt(&second).await.unwrap();
+    let refund_id = "50300000000000000000000000201";
+    let refund = RefundRecord {
+        refund_id: refund_id.into(),
+        mchid: o.mchid.clone(),
+        out_refund_no: duplicate_out_refund_no("tx1-2"),
+        transaction_id: "tx1".into(),
+        out_trade_no: o.out_trade_no.clone(),
+        attempt_id: "tx1-2".into(),
+        channel_id: "ch1".into(),
+        state: RefundState::Created,
+        amount_fen: o.total_fen,
+        total_fen: o.total_fen,
+        currency: "CNY".into(),
+        reason: None,
+        notify_url: o.notify_url.clone(),
+        fingerprint: String::new(),
+        request_json: "{}".into(),
+        channel_refund_id: None,
+        user_received_account: None,
+        funds_account: None,
+        error_code: None,
+        error_message: None,
+        created_at: t(20),
+        updated_at: t(20),
+        success_time: None,
+        last_polled_at: None,
+        version: 0,
+        kind: RefundKind::Duplicate,
+    };
+    let d = DuplicatePayment {
+        attempt: AttemptChange::to("tx1-2", &[AttemptState::Created], AttemptState::Paid, t(20)),
+        refund,
+        repair: repair("rp1", "tx1", OrderState::Success, OrderState::Success),
+    };
+    assert!(s.record_duplicate_payment(&d).await.unwrap());
+    let success = RefundChange::to(refund_id, RefundState::Created, RefundState::Success, t(30));
+    assert!(s.apply_refund_change(&success).await.unwrap());
+
+    let got = s.ledger_clearing_day("ch1", t(0), t(DAY_MS)).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            row(TransferCode::DuplicatePayment, &o.mchid, 1, o.total_fen),
+            row(TransferCode::DuplicateRefunded, &o.mchid, 1, o.total_fen),
+        ]
     );
 }

@@ -256,6 +256,7 @@ async fn refund(s: &dyn Store, m: &mut Model, rng: &mut Rng, n: usize, f: &mut F
         success_time: None,
         last_polled_at: None,
         version: 0,
+        kind: paygate_store::RefundKind::Merchant,
         mchid: MCHID.into(),
     };
     let got = s.create_refund(&r).await.unwrap();

@@ -140,6 +140,7 @@ async fn the_days_refunds_are_read_by_creation(db: Db) {
         success_time: None,
         last_polled_at: None,
         version: 0,
+        kind: paygate_store::RefundKind::Merchant,
     };
     assert_eq!(
         s.create_refund(&refund).await.unwrap(),

@@ -48,6 +48,10 @@ contract!(
     a_failing_notification_rolls_the_whole_refund_change_back,
     concurrent_refund_changes_apply_exactly_once,
     refunds_to_poll_takes_unsettled_refunds_old_enough_never_polled_first,
+    a_duplicate_payment_is_recorded_whole_and_once,
+    a_duplicate_payments_refund_leaves_the_order_alone_and_pays_the_payer_back,
+    a_duplicate_payment_that_cannot_be_recorded_whole_leaves_nothing,
+    duplicate_and_merchant_refunds_keep_to_their_own_write_paths,
 );
 
 /// A paid order `tx` (total 100 fen, attempt `tx-1` PAID).
@@ -95,6 +99,7 @@ fn refund(id: &str, tx: &str, out_refund_no: &str, amount_fen: i64) -> RefundRec
         success_time: None,
         last_polled_at: None,
         version: 0,
+        kind: paygate_store::RefundKind::Merchant,
     }
 }
 
@@ -299,6 +304,7 @@ async fn accepting_a_refund_moves_the_order_to_refund_with_the_notification(db: 
         success_time: Some(t(49)),
         updated_at: t(50),
         version: 2,
+        kind: paygate_store::RefundKind::Merchant,
         ..r
     };
     assert_eq!(got, expected, "None fields keep what an earlier change set");
@@ -557,4 +563,251 @@ async fn refunds_to_poll_takes_unsettled_refunds_old_enough_never_polled_first(d
             .last_polled_at,
         Some(t(900))
     );
+}
+
+// ---- duplicate payments (a second attempt paid at the channel) ----
+
+/// A second attempt `tx-2` of paid order `tx`, open at the channel.
+async fn second_attempt(s: &dyn Store, tx: &str) -> AttemptRecord {
+    let a = attempt(&format!("{tx}-2"), tx, 2);
+    s.insert_attempt(&a).await.unwrap();
+    a
+}
+
+fn duplicate(refund_id: &str, tx: &str, attempt_id: &str) -> DuplicatePayment {
+    let mut a = AttemptChange::to(
+        attempt_id,
+        &[
+            AttemptState::Created,
+            AttemptState::Prepaid,
+            AttemptState::Unknown,
+            AttemptState::Closed,
+            AttemptState::Failed,
+        ],
+        AttemptState::Paid,
+        t(40),
+    );
+    a.channel_transaction_id = Some(format!("4200{attempt_id}"));
+    let mut refund = refund(refund_id, tx, &duplicate_out_refund_no(attempt_id), 100);
+    refund.attempt_id = attempt_id.into();
+    refund.kind = RefundKind::Duplicate;
+    refund.created_at = t(40);
+    refund.updated_at = t(40);
+    let mut repair = repair(
+        &format!("rp-{refund_id}"),
+        tx,
+        OrderState::Success,
+        OrderState::Success,
+    );
+    repair.way = "duplicate_payment_refunded".into();
+    DuplicatePayment {
+        attempt: a,
+        refund,
+        repair,
+    }
+}
+
+/// (debits_posted, credits_posted) of a ledger account.
+async fn posted(
+    s: &dyn Store,
+    kind: paygate_ledger::chart::AccountKind,
+    owner: &str,
+) -> (u64, u64) {
+    let id = paygate_ledger::chart::account_id(kind, owner, paygate_core::money::Currency::CNY);
+    s.ledger_account(id).await.unwrap().map_or((0, 0), |a| {
+        (a.balances.debits_posted, a.balances.credits_posted)
+    })
+}
+
+async fn a_duplicate_payment_is_recorded_whole_and_once(db: Db) {
+    use paygate_ledger::chart::{AccountKind, PLATFORM_OWNER, TransferCode};
+    let s = db.open().await;
+    let before = paid_order(&*s, "tx1").await;
+    second_attempt(&*s, "tx1").await;
+    let d = duplicate("50000009", "tx1", "tx1-2");
+    assert!(s.record_duplicate_payment(&d).await.unwrap());
+
+    let attempts = s.attempts("tx1").await.unwrap();
+    assert_eq!(attempts[1].state, AttemptState::Paid);
+    assert_eq!(
+        attempts[1].channel_transaction_id.as_deref(),
+        Some("4200tx1-2")
+    );
+    assert_eq!(
+        s.get_refund_by_id("50000009").await.unwrap(),
+        Some(d.refund.clone())
+    );
+    assert_eq!(s.refunds_of("tx1").await.unwrap(), vec![d.refund.clone()]);
+    assert_eq!(s.repairs("tx1").await.unwrap(), vec![d.repair.clone()]);
+    // Not the order's refund: nothing of the order moved.
+    let after = s.get_order_by_transaction_id("tx1").await.unwrap().unwrap();
+    assert_eq!(after, before);
+    assert_eq!(s.refunded_fen("tx1").await.unwrap(), Some(0));
+    // The ledger: the channel holds it, the payer is owed it.
+    let legs = s.ledger_transfers_by_reference("50000009").await.unwrap();
+    assert_eq!(legs.len(), 1);
+    assert_eq!(
+        legs[0].record.transfer.code,
+        TransferCode::DuplicatePayment.code()
+    );
+    assert_eq!(
+        posted(&*s, AccountKind::ChannelClearing, "wx-main").await,
+        (100, 0)
+    );
+    assert_eq!(
+        posted(&*s, AccountKind::RefundsPayable, PLATFORM_OWNER).await,
+        (0, 100)
+    );
+
+    // Again (a duplicate callback, a second node): the attempt moved, nothing is written.
+    let mut again = duplicate("50000010", "tx1", "tx1-2");
+    again.refund.out_refund_no = "duplicate:other".into();
+    assert!(!s.record_duplicate_payment(&again).await.unwrap());
+    assert_eq!(s.refunds_of("tx1").await.unwrap().len(), 1);
+    assert_eq!(s.repairs("tx1").await.unwrap().len(), 1);
+    assert!(
+        s.ledger_transfers_by_reference("50000010")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The merchant's own refunds still have the whole order to give back.
+    assert_eq!(
+        s.create_refund(&refund("50000011", "tx1", "rf-1", 100))
+            .await
+            .unwrap(),
+        CreateRefund::Created
+    );
+}
+
+async fn a_duplicate_payments_refund_leaves_the_order_alone_and_pays_the_payer_back(db: Db) {
+    use paygate_ledger::chart::{AccountKind, PLATFORM_OWNER, TransferCode};
+    let s = db.open().await;
+    for tx in ["tx1", "tx2"] {
+        paid_order(&*s, tx).await;
+        second_attempt(&*s, tx).await;
+    }
+    assert!(
+        s.record_duplicate_payment(&duplicate("50000001", "tx1", "tx1-2"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_duplicate_payment(&duplicate("50000002", "tx2", "tx2-2"))
+            .await
+            .unwrap()
+    );
+    let before = s.get_order_by_transaction_id("tx1").await.unwrap().unwrap();
+
+    // Accepted by the channel: a merchant refund would move the order to REFUND; this one not.
+    let mut accepted = RefundChange::to(
+        "50000001",
+        RefundState::Created,
+        RefundState::Processing,
+        t(41),
+    );
+    accepted.channel_refund_id = Some("50300000001".into());
+    assert!(s.apply_refund_change(&accepted).await.unwrap());
+    let done = RefundChange::to(
+        "50000001",
+        RefundState::Processing,
+        RefundState::Success,
+        t(42),
+    );
+    assert!(s.apply_refund_change(&done).await.unwrap());
+    assert_eq!(
+        s.get_order_by_transaction_id("tx1").await.unwrap().unwrap(),
+        before
+    );
+    assert_eq!(s.refunded_fen("tx1").await.unwrap(), Some(0));
+    assert!(s.notifications_of("tx1").await.unwrap().is_empty());
+    let legs = s.ledger_transfers_by_reference("50000001").await.unwrap();
+    let codes: Vec<u16> = legs.iter().map(|l| l.record.transfer.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            TransferCode::DuplicatePayment.code(),
+            TransferCode::DuplicateRefunded.code()
+        ]
+    );
+
+    // Refused by the channel: CLOSED, the order untouched, the money still owed to the payer.
+    let refused = RefundChange::to("50000002", RefundState::Created, RefundState::Closed, t(43));
+    assert!(s.apply_refund_change(&refused).await.unwrap());
+    assert_eq!(s.refunded_fen("tx2").await.unwrap(), Some(0));
+    assert_eq!(
+        s.ledger_transfers_by_reference("50000002")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // tx1's 100 came and went; tx2's 100 is still the payer's.
+    assert_eq!(
+        posted(&*s, AccountKind::ChannelClearing, "wx-main").await,
+        (200, 100)
+    );
+    assert_eq!(
+        posted(&*s, AccountKind::RefundsPayable, PLATFORM_OWNER).await,
+        (100, 200)
+    );
+}
+
+async fn a_duplicate_payment_that_cannot_be_recorded_whole_leaves_nothing(db: Db) {
+    let s = db.open().await;
+    paid_order(&*s, "tx1").await;
+    second_attempt(&*s, "tx1").await;
+    s.insert_attempt(&attempt("tx1-3", "tx1", 3)).await.unwrap();
+    assert!(
+        s.record_duplicate_payment(&duplicate("50000001", "tx1", "tx1-2"))
+            .await
+            .unwrap()
+    );
+    // Its refund's key is taken: an error, and the attempt's move, the repair and the
+    // ledger's posting are rolled back with it.
+    let mut clash = duplicate("50000002", "tx1", "tx1-3");
+    clash.refund.out_refund_no = duplicate_out_refund_no("tx1-2");
+    clash.repair.id = "rp-clash".into();
+    assert!(s.record_duplicate_payment(&clash).await.is_err());
+    let attempts = s.attempts("tx1").await.unwrap();
+    assert_eq!(attempts[2].state, AttemptState::Created);
+    assert_eq!(s.repairs("tx1").await.unwrap().len(), 1);
+    assert!(
+        s.ledger_transfers_by_reference("50000002")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.get_refund_by_id("50000002").await.unwrap(), None);
+    // The attempt is still there to record.
+    let mut retry = duplicate("50000003", "tx1", "tx1-3");
+    retry.repair.id = "rp-retry".into();
+    assert!(s.record_duplicate_payment(&retry).await.unwrap());
+}
+
+async fn duplicate_and_merchant_refunds_keep_to_their_own_write_paths(db: Db) {
+    let s = db.open().await;
+    paid_order(&*s, "tx1").await;
+    second_attempt(&*s, "tx1").await;
+    // create_refund makes merchant refunds only.
+    let mut r = refund("50000001", "tx1", "rf-1", 30);
+    r.kind = RefundKind::Duplicate;
+    assert!(s.create_refund(&r).await.is_err());
+    assert_eq!(s.refunded_fen("tx1").await.unwrap(), Some(0));
+    // record_duplicate_payment takes a whole-attempt DUPLICATE refund, CREATED.
+    let mut partial = duplicate("50000002", "tx1", "tx1-2");
+    partial.refund.amount_fen = 50;
+    let mut merchant_kind = duplicate("50000003", "tx1", "tx1-2");
+    merchant_kind.refund.kind = RefundKind::Merchant;
+    let mut other_attempt = duplicate("50000004", "tx1", "tx1-2");
+    other_attempt.refund.attempt_id = "tx1-1".into();
+    for bad in [partial, merchant_kind, other_attempt] {
+        assert!(s.record_duplicate_payment(&bad).await.is_err());
+    }
+    assert_eq!(
+        s.attempts("tx1").await.unwrap()[1].state,
+        AttemptState::Created
+    );
+    assert!(s.refunds_of("tx1").await.unwrap().is_empty());
 }

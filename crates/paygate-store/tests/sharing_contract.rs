@@ -285,6 +285,7 @@ async fn splits_are_bounded_by_fee_refunds_ratio_and_payment(db: Db) {
         success_time: None,
         last_polled_at: None,
         version: 0,
+        kind: paygate_store::RefundKind::Merchant,
     };
     assert_eq!(
         s.create_refund(&refund).await.unwrap(),

@@ -526,18 +526,6 @@ async fn order_in_ledger(
     }))
 }
 
-fn facts(r: &crate::RefundRecord, fee_refund_fen: i64) -> Result<rows::RefundFacts<'_>> {
-    Ok(rows::RefundFacts {
-        refund_id: &r.refund_id,
-        mchid: &r.mchid,
-        channel_id: &r.channel_id,
-        currency: paygate_core::money::Currency::parse(&r.currency)
-            .map_err(|e| StoreError::Corrupt(format!("refund {}: {e}", r.refund_id)))?,
-        amount_fen: r.amount_fen,
-        fee_refund_fen,
-    })
-}
-
 /// Reserves a new refund's money inside the caller's transaction (see [`crate::ledger`]):
 /// from the merchant's pending takings, else its available balance. False when neither
 /// covers it (nothing written by this call).
@@ -548,7 +536,7 @@ pub(super) async fn reserve_refund(
     let Some(order) = order_in_ledger(conn, &r.transaction_id).await? else {
         return Ok(true);
     };
-    let f = facts(r, order.fee_share(r.amount_fen))?;
+    let f = rows::RefundFacts::of(r, order.fee_share(r.amount_fen))?;
     for posting in rows::refund_reservations(&f)? {
         match apply_posting(conn, &posting, rows::now_ms(r.created_at)).await {
             Ok(_) => return Ok(true),
@@ -571,7 +559,7 @@ pub(super) async fn settle_refund(
         return Ok(());
     }
     let reserved = transfers_by_reference_on(conn, &r.refund_id).await?;
-    let f = facts(r, 0)?;
+    let f = rows::RefundFacts::of(r, 0)?;
     if let Some(posting) = rows::refund_settlement(&reserved, &f, new_state)? {
         apply_posting(conn, &posting, rows::now_ms(at)).await?;
     }

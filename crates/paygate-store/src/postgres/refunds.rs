@@ -7,10 +7,12 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
-use super::{decode_all, end_tx, insert_notification, pg_err};
+use super::{decode_all, end_tx, insert_notification, insert_repair, pg_err, update_attempt};
 use crate::codec::{opt_ms, unix_ms};
 use crate::refunds::{self, REFUND_COLS};
-use crate::{CreateRefund, RefundChange, RefundRecord, RefundState, StoreError};
+use crate::{
+    CreateRefund, DuplicatePayment, RefundChange, RefundKind, RefundRecord, RefundState, StoreError,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -19,6 +21,7 @@ fn decode(r: &PgRow) -> Result<RefundRecord> {
 }
 
 pub(super) async fn create_refund(pool: &PgPool, r: &RefundRecord) -> Result<CreateRefund> {
+    refunds::check_merchant_kind(r)?;
     let mut tx = pool.begin().await.map_err(pg_err)?;
     let step = async {
         if !reserve_and_insert(&mut tx, r).await? {
@@ -63,15 +66,20 @@ async fn reserve_and_insert(conn: &mut PgConnection, r: &RefundRecord) -> Result
     if reserved == 0 {
         return Ok(false);
     }
+    Ok(insert_refund(conn, r).await? > 0)
+}
+
+/// Inserts a refund row; 0 when `(mchid, out_refund_no)` is taken.
+async fn insert_refund(conn: &mut PgConnection, r: &RefundRecord) -> Result<u64> {
     // ON CONFLICT covers the idempotency key only; a concurrent insert of the same key makes
     // this wait for it, then do nothing.
-    let inserted = sqlx::query(
+    Ok(sqlx::query(
         "INSERT INTO refunds (refund_id, mchid, out_refund_no, transaction_id, out_trade_no, attempt_id,
              channel_id, state, amount_fen, total_fen, currency, reason, notify_url, fingerprint, request_json,
              channel_refund_id, user_received_account, funds_account, error_code, error_message, created_at,
-             updated_at, success_time, last_polled_at, version)
+             updated_at, success_time, last_polled_at, version, kind)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-             $21, $22, $23, $24, $25)
+             $21, $22, $23, $24, $25, $26)
          ON CONFLICT (mchid, out_refund_no) DO NOTHING",
     )
     .bind(&r.refund_id)
@@ -99,11 +107,11 @@ async fn reserve_and_insert(conn: &mut PgConnection, r: &RefundRecord) -> Result
     .bind(opt_ms(r.success_time))
     .bind(opt_ms(r.last_polled_at))
     .bind(r.version)
+    .bind(r.kind.as_str())
     .execute(&mut *conn)
     .await
     .map_err(pg_err)?
-    .rows_affected();
-    Ok(inserted > 0)
+    .rows_affected())
 }
 
 async fn order_amounts(
@@ -192,6 +200,34 @@ pub(super) async fn apply_refund_change(pool: &PgPool, c: &RefundChange) -> Resu
     end_tx(tx, step).await
 }
 
+/// The duplicate payment's facts in one transaction: attempt CAS, refund, repair, ledger.
+pub(super) async fn record_duplicate_payment(pool: &PgPool, d: &DuplicatePayment) -> Result<bool> {
+    refunds::check_duplicate(d)?;
+    let mut tx = pool.begin().await.map_err(pg_err)?;
+    let step = async {
+        if !update_attempt(&mut tx, &d.attempt, Some(&d.refund.transaction_id)).await? {
+            return Ok((false, false));
+        }
+        if insert_refund(&mut tx, &d.refund).await? == 0 {
+            return Err(StoreError::Database(format!(
+                "duplicate payment on {}: its refund is there already",
+                d.attempt.attempt_id
+            )));
+        }
+        insert_repair(&mut tx, &d.repair).await?;
+        let posting = crate::ledger::duplicate_posting(&d.refund)?;
+        super::ledger::apply_posting(
+            &mut tx,
+            &posting,
+            crate::ledger::now_ms(d.refund.created_at),
+        )
+        .await?;
+        Ok((true, true))
+    }
+    .await;
+    end_tx(tx, step).await
+}
+
 /// Refund CAS, the order's side, the outbox row. Ok(false) when the CAS did not match: the
 /// caller rolls back.
 async fn apply(conn: &mut PgConnection, c: &RefundChange) -> Result<bool> {
@@ -205,7 +241,7 @@ async fn apply(conn: &mut PgConnection, c: &RefundChange) -> Result<bool> {
              error_message = COALESCE($9, error_message),
              updated_at = $10
          WHERE refund_id = $1 AND state = $2
-         RETURNING transaction_id, amount_fen",
+         RETURNING transaction_id, amount_fen, kind",
     )
     .bind(&c.refund_id)
     .bind(c.expected_state.as_str())
@@ -225,7 +261,10 @@ async fn apply(conn: &mut PgConnection, c: &RefundChange) -> Result<bool> {
     };
     let transaction_id: String = row.try_get(0).map_err(pg_err)?;
     let amount_fen: i64 = row.try_get(1).map_err(pg_err)?;
-    if c.new_state == RefundState::Closed {
+    let kind: String = row.try_get(2).map_err(pg_err)?;
+    // A duplicate payment's refund is not the order's: nothing of the order moves.
+    let merchants = kind == RefundKind::Merchant.as_str();
+    if merchants && c.new_state == RefundState::Closed {
         let released = sqlx::query(
             "UPDATE orders SET refunded_fen = refunded_fen - $2, version = version + 1, updated_at = $3
              WHERE transaction_id = $1 AND refunded_fen >= $2",
@@ -244,7 +283,7 @@ async fn apply(conn: &mut PgConnection, c: &RefundChange) -> Result<bool> {
             )));
         }
     }
-    if c.new_state.is_accepted() {
+    if merchants && c.new_state.is_accepted() {
         sqlx::query(
             "UPDATE orders SET state = 'REFUND', version = version + 1, updated_at = $2
              WHERE transaction_id = $1 AND state = 'SUCCESS'",

@@ -337,18 +337,6 @@ fn order_in_ledger(conn: &Connection, transaction_id: &str) -> Result<Option<row
     Ok(fees.filter(|_| posted))
 }
 
-fn facts(r: &crate::RefundRecord, fee_refund_fen: i64) -> Result<rows::RefundFacts<'_>> {
-    Ok(rows::RefundFacts {
-        refund_id: &r.refund_id,
-        mchid: &r.mchid,
-        channel_id: &r.channel_id,
-        currency: paygate_core::money::Currency::parse(&r.currency)
-            .map_err(|e| StoreError::Corrupt(format!("refund {}: {e}", r.refund_id)))?,
-        amount_fen: r.amount_fen,
-        fee_refund_fen,
-    })
-}
-
 /// Reserves a new refund's money (see [`crate::ledger`]): from the merchant's pending
 /// takings, else its available balance. False when neither covers it: the caller undoes the
 /// refund and answers NOT_ENOUGH.
@@ -356,7 +344,7 @@ pub(crate) fn reserve_refund(conn: &Connection, r: &crate::RefundRecord) -> Resu
     let Some(order) = order_in_ledger(conn, &r.transaction_id)? else {
         return Ok(true);
     };
-    let f = facts(r, order.fee_share(r.amount_fen))?;
+    let f = rows::RefundFacts::of(r, order.fee_share(r.amount_fen))?;
     for posting in rows::refund_reservations(&f)? {
         match apply_posting(conn, &posting, rows::now_ms(r.created_at)) {
             Ok(_) => return Ok(true),
@@ -381,7 +369,7 @@ pub(crate) fn settle_refund(
         return Err(StoreError::Database(format!("refund {refund_id} vanished")));
     };
     let reserved = transfers_by_reference(conn, refund_id)?;
-    let f = facts(&r, 0)?;
+    let f = rows::RefundFacts::of(&r, 0)?;
     if let Some(posting) = rows::refund_settlement(&reserved, &f, new_state)? {
         apply_posting(conn, &posting, rows::now_ms(at))?;
     }

@@ -1104,6 +1104,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn record_duplicate_payment(
+        &self,
+        d: &crate::DuplicatePayment,
+    ) -> Result<bool, StoreError> {
+        let d = d.clone();
+        self.threads
+            .write(move |c| ops::refunds::record_duplicate_payment(c, &d))
+            .await
+    }
+
     async fn refunds_to_poll(
         &self,
         polled_before: OffsetDateTime,

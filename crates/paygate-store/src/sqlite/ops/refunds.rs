@@ -8,7 +8,9 @@ use super::super::threads::Done;
 use super::{execute, first, insert_notification, rows};
 use crate::codec::{opt_ms, unix_ms};
 use crate::refunds::{self, REFUND_COLS};
-use crate::{CreateRefund, RefundChange, RefundRecord, RefundState, StoreError};
+use crate::{
+    CreateRefund, DuplicatePayment, RefundChange, RefundKind, RefundRecord, RefundState, StoreError,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -17,6 +19,7 @@ pub(in crate::sqlite) fn create_refund(
     conn: &Connection,
     r: &RefundRecord,
 ) -> Result<Done<CreateRefund>> {
+    refunds::check_merchant_kind(r)?;
     let reserved = execute(
         conn,
         "UPDATE orders SET refunded_fen = refunded_fen + ?2, version = version + 1, updated_at = ?3
@@ -35,14 +38,33 @@ pub(in crate::sqlite) fn create_refund(
             &r.transaction_id,
         )?)));
     }
-    let inserted = execute(
+    let inserted = insert_refund(conn, r)?;
+    if inserted == 0 {
+        let existing = get_refund(conn, &r.mchid, &r.out_refund_no)?.ok_or_else(|| {
+            StoreError::Database(format!(
+                "refund ({}, {}) conflicted but is not there",
+                r.mchid, r.out_refund_no
+            ))
+        })?;
+        return Ok(Done::undo(CreateRefund::Exists(Box::new(existing))));
+    }
+    // The ledger's reservation, in the same savepoint (helper LEDGER).
+    if !crate::sqlite::ledger::reserve_refund(conn, r)? {
+        return Ok(Done::undo(CreateRefund::BalanceShort));
+    }
+    Ok(Done::keep(CreateRefund::Created))
+}
+
+/// Inserts a refund row; 0 when `(mchid, out_refund_no)` is taken.
+fn insert_refund(conn: &Connection, r: &RefundRecord) -> Result<usize> {
+    execute(
         conn,
         "INSERT INTO refunds (refund_id, mchid, out_refund_no, transaction_id, out_trade_no, attempt_id,
              channel_id, state, amount_fen, total_fen, currency, reason, notify_url, fingerprint, request_json,
              channel_refund_id, user_received_account, funds_account, error_code, error_message, created_at,
-             updated_at, success_time, last_polled_at, version)
+             updated_at, success_time, last_polled_at, version, kind)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-             ?21, ?22, ?23, ?24, ?25)
+             ?21, ?22, ?23, ?24, ?25, ?26)
          ON CONFLICT (mchid, out_refund_no) DO NOTHING",
         params![
             r.refund_id,
@@ -69,23 +91,10 @@ pub(in crate::sqlite) fn create_refund(
             unix_ms(r.updated_at),
             opt_ms(r.success_time),
             opt_ms(r.last_polled_at),
-            r.version
+            r.version,
+            r.kind.as_str()
         ],
-    )?;
-    if inserted == 0 {
-        let existing = get_refund(conn, &r.mchid, &r.out_refund_no)?.ok_or_else(|| {
-            StoreError::Database(format!(
-                "refund ({}, {}) conflicted but is not there",
-                r.mchid, r.out_refund_no
-            ))
-        })?;
-        return Ok(Done::undo(CreateRefund::Exists(Box::new(existing))));
-    }
-    // The ledger's reservation, in the same savepoint (helper LEDGER).
-    if !crate::sqlite::ledger::reserve_refund(conn, r)? {
-        return Ok(Done::undo(CreateRefund::BalanceShort));
-    }
-    Ok(Done::keep(CreateRefund::Created))
+    )
 }
 
 fn order_amounts(conn: &Connection, transaction_id: &str) -> Result<Option<(String, i64, i64)>> {
@@ -160,7 +169,7 @@ pub(in crate::sqlite) fn apply_refund_change(
     c: &RefundChange,
 ) -> Result<Done<bool>> {
     refunds::check_move(c)?;
-    let moved: Option<(String, i64)> = first(
+    let moved: Option<(String, i64, String)> = first(
         conn,
         "UPDATE refunds SET state = ?3, version = version + 1,
              channel_refund_id = COALESCE(?4, channel_refund_id),
@@ -171,7 +180,7 @@ pub(in crate::sqlite) fn apply_refund_change(
              error_message = COALESCE(?9, error_message),
              updated_at = ?10
          WHERE refund_id = ?1 AND state = ?2
-         RETURNING transaction_id, amount_fen",
+         RETURNING transaction_id, amount_fen, kind",
         params![
             c.refund_id,
             c.expected_state.as_str(),
@@ -188,13 +197,16 @@ pub(in crate::sqlite) fn apply_refund_change(
             Ok((
                 r.get(0).map_err(super::super::sqlite_err)?,
                 r.get(1).map_err(super::super::sqlite_err)?,
+                r.get(2).map_err(super::super::sqlite_err)?,
             ))
         },
     )?;
-    let Some((transaction_id, amount_fen)) = moved else {
+    let Some((transaction_id, amount_fen, kind)) = moved else {
         return Ok(Done::undo(false));
     };
-    if c.new_state == RefundState::Closed {
+    // A duplicate payment's refund is not the order's: nothing of the order moves.
+    let merchants = kind == RefundKind::Merchant.as_str();
+    if merchants && c.new_state == RefundState::Closed {
         let released = execute(
             conn,
             "UPDATE orders SET refunded_fen = refunded_fen - ?2, version = version + 1, updated_at = ?3
@@ -208,7 +220,7 @@ pub(in crate::sqlite) fn apply_refund_change(
             )));
         }
     }
-    if c.new_state.is_accepted() {
+    if merchants && c.new_state.is_accepted() {
         execute(
             conn,
             "UPDATE orders SET state = 'REFUND', version = version + 1, updated_at = ?2
@@ -221,6 +233,32 @@ pub(in crate::sqlite) fn apply_refund_change(
     }
     // The ledger: post (SUCCESS) or void (CLOSED) the reservation (helper LEDGER).
     crate::sqlite::ledger::settle_refund(conn, &c.refund_id, c.new_state, c.updated_at)?;
+    Ok(Done::keep(true))
+}
+
+/// The duplicate payment's facts, all kept or all rolled back: attempt CAS, refund, repair,
+/// ledger.
+pub(in crate::sqlite) fn record_duplicate_payment(
+    conn: &Connection,
+    d: &DuplicatePayment,
+) -> Result<Done<bool>> {
+    refunds::check_duplicate(d)?;
+    if !super::update_attempt(conn, &d.attempt, Some(&d.refund.transaction_id))? {
+        return Ok(Done::undo(false));
+    }
+    if insert_refund(conn, &d.refund)? == 0 {
+        return Err(StoreError::Database(format!(
+            "duplicate payment on {}: its refund is there already",
+            d.attempt.attempt_id
+        )));
+    }
+    super::insert_repair(conn, &d.repair)?;
+    let posting = crate::ledger::duplicate_posting(&d.refund)?;
+    crate::sqlite::ledger::apply_posting(
+        conn,
+        &posting,
+        crate::ledger::now_ms(d.refund.created_at),
+    )?;
     Ok(Done::keep(true))
 }
 

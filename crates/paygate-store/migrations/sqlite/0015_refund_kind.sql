@@ -1,0 +1,5 @@
+-- A refund is a merchant's, or paygate's own refund of a duplicate payment (a second attempt
+-- of an order that the payer paid at the channel too): that one gives the whole attempt back
+-- and touches neither the order's refunded_fen nor the merchant's balances.
+ALTER TABLE refunds ADD COLUMN kind TEXT NOT NULL DEFAULT 'MERCHANT'
+    CONSTRAINT refunds_kind_check CHECK (kind IN ('MERCHANT', 'DUPLICATE'));
