@@ -888,6 +888,8 @@ async fn recorded(app: &AppState, attempt: &AttemptRecord) -> Result<Settled, Ap
 pub enum Applied {
     Paid,
     PaidAfterClose,
+    /// Another attempt had paid the order already: this payment is being refunded whole.
+    DuplicateRefunded,
     AlreadyFinal,
     AttemptClosed,
     Unchanged,
@@ -920,11 +922,19 @@ pub async fn apply_channel_transaction(
         let applied = match tx.trade_state {
             TradeState::Success | TradeState::Refund => {
                 if matches!(order.state, OrderState::Success | OrderState::Refund) {
-                    if attempt.state != AttemptState::Paid {
-                        // A second attempt paid: money to give back (refunds come with the ledger).
-                        tracing::error!(attempt_id, transaction_id = %order.transaction_id, "a second attempt was paid");
+                    if attempt.state == AttemptState::Paid {
+                        return Ok(Applied::AlreadyFinal);
                     }
-                    return Ok(Applied::AlreadyFinal);
+                    // A second attempt paid (重复支付): the payer paid twice, and the second
+                    // payment goes back to them whole. Recorded, then sent; a send that fails
+                    // is the refund poller's.
+                    let Some(refund) =
+                        crate::refunds::record_duplicate(app, &order, &attempt, tx, source).await?
+                    else {
+                        continue;
+                    };
+                    crate::refunds::give_back_duplicate(app, refund).await;
+                    return Ok(Applied::DuplicateRefunded);
                 }
                 // Every path to SUCCESS (callback, query, poller, late payment) comes here:
                 // the payment's ledger posting rides in the same transaction.
@@ -991,6 +1001,37 @@ pub async fn apply_channel_transaction(
         ErrorCode::SystemError,
         "order changed concurrently too often",
     ))
+}
+
+/// The attempt that paid `order`: its PAID attempt, leaving out any duplicate payment (a
+/// second paid attempt, refunded whole by paygate and never the merchant's to refund or share).
+pub(crate) async fn order_paid_attempt(
+    app: &AppState,
+    order: &OrderRecord,
+) -> Result<Option<AttemptRecord>, ApiError> {
+    let mut paid: Vec<AttemptRecord> = app
+        .store
+        .attempts(&order.transaction_id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|a| a.state == AttemptState::Paid)
+        .collect();
+    if paid.len() <= 1 {
+        return Ok(paid.pop());
+    }
+    let duplicates: Vec<String> = app
+        .store
+        .refunds_of(&order.transaction_id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|r| r.kind == paygate_store::RefundKind::Duplicate)
+        .map(|r| r.attempt_id)
+        .collect();
+    Ok(paid
+        .into_iter()
+        .find(|a| !duplicates.contains(&a.attempt_id)))
 }
 
 fn paid_change(

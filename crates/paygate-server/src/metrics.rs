@@ -39,6 +39,7 @@ pub struct Metrics {
     outbox_claimed_total: AtomicU64,
     answers_signed_ahead: AtomicU64,
     answers_signed_at_answer: AtomicU64,
+    duplicate_payments_total: AtomicU64,
 }
 
 /// The route template of a merchant-API path, so ids do not explode the label space.
@@ -138,6 +139,12 @@ impl Metrics {
             .store(oldest_due_lag_ms, Ordering::Relaxed);
     }
 
+    /// A second attempt of a paid order was paid at the channel (and is being refunded).
+    pub fn observe_duplicate_payment(&self) {
+        self.duplicate_payments_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn observe_risk(&self, action: &str) {
         *self
             .risk
@@ -227,6 +234,16 @@ impl Metrics {
             out,
             "paygate_outbox_claimed_total {}",
             self.outbox_claimed_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP paygate_duplicate_payments_total Second attempts of paid orders that the payer paid too; each is refunded whole."
+        );
+        let _ = writeln!(out, "# TYPE paygate_duplicate_payments_total counter");
+        let _ = writeln!(
+            out,
+            "paygate_duplicate_payments_total {}",
+            self.duplicate_payments_total.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

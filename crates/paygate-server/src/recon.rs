@@ -19,7 +19,7 @@ use paygate_store::recon::{
     DISCREPANCY_AUTO_RESOLVED, DISCREPANCY_OPEN, DiscrepancyRecord, ReconCursor, ReconPlatformRow,
     ReconPoolRecord, ReconRunRecord, ReconSave, ResolveDiscrepancy,
 };
-use paygate_store::{OrderState, StoreError};
+use paygate_store::{AttemptState, OrderState, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Date, OffsetDateTime};
@@ -267,13 +267,21 @@ async fn probe(app: &AppState, d: &Discrepancy) -> Result<Option<ReconPlatformRo
             else {
                 return Ok(None);
             };
+            // The attempt decides: a paid order's other attempts were never paid in paygate's
+            // books, so a channel that has one paid is a payment paygate does not know of
+            // (a duplicate), not a match.
+            let state = match attempt.state {
+                AttemptState::Paid => order.state,
+                AttemptState::Closed | AttemptState::Failed => OrderState::Closed,
+                _ => OrderState::Notpay,
+            };
             Ok(Some(ReconPlatformRow {
                 kind: "P".into(),
                 out_no: attempt.attempt_id,
                 transaction_id: order.transaction_id,
                 mchid: order.mchid,
                 amount_fen: order.total_fen,
-                state: order.state.as_str().to_string(),
+                state: state.as_str().to_string(),
                 at: order.success_time.unwrap_or(order.created_at),
             }))
         }
@@ -724,13 +732,14 @@ async fn auto_resolve(app: &AppState, records: &[DiscrepancyRecord]) -> usize {
     done
 }
 
-/// Queries the attempt; if the channel says paid and paygate does not, applies it. The new
-/// order state, or `None` when there was nothing safe to do.
+/// Queries the attempt; if the channel says paid and paygate does not, applies it: the order
+/// becomes paid, or, when another attempt paid it already, this payment is refunded whole.
+/// What was done, or `None` when there was nothing safe to do.
 async fn repair_payment(app: &AppState, d: &DiscrepancyRecord) -> Result<Option<String>, ApiError> {
     let Some((order, attempt)) = app.store.find_attempt(&d.out_no).await.map_err(store_err)? else {
         return Ok(None);
     };
-    if matches!(order.state, OrderState::Success | OrderState::Refund) {
+    if attempt.state == AttemptState::Paid {
         return Ok(None);
     }
     let merchant = app
@@ -753,6 +762,9 @@ async fn repair_payment(app: &AppState, d: &DiscrepancyRecord) -> Result<Option<
     {
         crate::flow::Applied::Paid | crate::flow::Applied::PaidAfterClose => {
             Ok(Some(OrderState::Success.as_str().to_string()))
+        }
+        crate::flow::Applied::DuplicateRefunded => {
+            Ok(Some("DUPLICATE_PAYMENT_REFUNDED".to_string()))
         }
         _ => Ok(None),
     }

@@ -1,6 +1,6 @@
 //! The ledger's side of the end-of-day balance (issue 9 §4): what the business day moved
-//! through the channel's clearing account (payments in: the net, net-frozen and fee legs;
-//! refunds out: `RefundPaid`), in total and per merchant, against the channel's trade bill.
+//! through the channel's clearing account (payments in: the net, net-frozen and fee legs and
+//! duplicate payments; refunds out: `RefundPaid` and `DuplicateRefunded`), in total and per merchant, against the channel's trade bill.
 //! The total is held against the bill's summary (Σ 应结订单金额, Σ 退款金额, which the scan
 //! checked against the summary row); a merchant's share against the bill rows paygate can
 //! attribute to it (rows of keys it booked that day). The channel's fee is shown, not compared:
@@ -26,6 +26,8 @@ pub struct LedgerSums {
     pub payment_fen: i64,
     pub net_fen: i64,
     pub fee_fen: i64,
+    /// Duplicate payments (a second attempt of a paid order), owed back to their payers.
+    pub duplicate_fen: i64,
     pub refunds: i64,
     /// Out of clearing: refunds paid back.
     pub refund_fen: i64,
@@ -43,7 +45,14 @@ impl LedgerSums {
                 self.fee_fen += r.amount_fen;
                 self.payment_fen += r.amount_fen;
             }
-            Some(TransferCode::RefundPaid) => {
+            // A duplicate payment came into clearing like any payment and leaves with its
+            // refund: both are rows of the channel's bill.
+            Some(TransferCode::DuplicatePayment) => {
+                self.payments += r.count;
+                self.payment_fen += r.amount_fen;
+                self.duplicate_fen += r.amount_fen;
+            }
+            Some(TransferCode::RefundPaid | TransferCode::DuplicateRefunded) => {
                 self.refunds += r.count;
                 self.refund_fen += r.amount_fen;
             }
@@ -179,18 +188,22 @@ mod tests {
             row(TransferCode::PaymentFee, "m1", 3, 15),
             row(TransferCode::RefundPaid, "m1", 1, 40),
             row(TransferCode::Settle, "m1", 1, 7),
+            // A duplicate payment of 200 that went back: in and out, both in the bill.
+            row(TransferCode::DuplicatePayment, "m1", 1, 200),
+            row(TransferCode::DuplicateRefunded, "m1", 1, 200),
         ] {
             s.add(&r);
         }
         assert_eq!(
             s,
             LedgerSums {
-                payments: 3,
-                payment_fen: 1_500,
+                payments: 4,
+                payment_fen: 1_700,
                 net_fen: 1_485,
                 fee_fen: 15,
-                refunds: 1,
-                refund_fen: 40,
+                duplicate_fen: 200,
+                refunds: 2,
+                refund_fen: 240,
             }
         );
         let at = OffsetDateTime::UNIX_EPOCH;
@@ -200,8 +213,8 @@ mod tests {
             "LEDGER:CHANNEL".into(),
             &s,
             &BillSums {
-                payment_fen: 1_500,
-                refund_fen: 40,
+                payment_fen: 1_700,
+                refund_fen: 240,
                 fee_fen: Some(9),
             },
             at,
@@ -213,15 +226,15 @@ mod tests {
             "LEDGER:CHANNEL".into(),
             &s,
             &BillSums {
-                payment_fen: 1_501,
-                refund_fen: 40,
+                payment_fen: 1_701,
+                refund_fen: 240,
                 fee_fen: None,
             },
             at,
         );
         assert!(!off.balanced);
         assert!(
-            off.detail.contains("1500 fen vs 1501 fen"),
+            off.detail.contains("1700 fen vs 1701 fen"),
             "{}",
             off.detail
         );

@@ -19,8 +19,9 @@ use paygate_core::error::{ApiError, ErrorCode};
 use paygate_core::timefmt::{parse_rfc3339, rfc3339_beijing};
 use paygate_risk::{Action, Decision, Layer, RiskEvent};
 use paygate_store::{
-    AttemptState, CreateRefund, MerchantRecord, NotificationRecord, NotificationState, OrderRecord,
-    OrderState, RefundChange, RefundRecord, RefundState, RiskDecisionRecord,
+    AttemptRecord, AttemptState, CreateRefund, DuplicatePayment, MerchantRecord,
+    NotificationRecord, NotificationState, OrderRecord, OrderState, RefundChange, RefundKind,
+    RefundRecord, RefundState, RepairRecord, RiskDecisionRecord,
 };
 use paygate_wxpay::models::refunds::{
     FundsAccount, Refund, RefundAmount, RefundChannel, RefundNotifyAmount, RefundNotifyPayload,
@@ -306,7 +307,7 @@ pub async fn query(
         .get_refund(&merchant.mchid, out_refund_no)
         .await
         .map_err(store_err)?
-        .filter(|r| !never_accepted(r))
+        .filter(|r| r.kind == RefundKind::Merchant && !never_accepted(r))
         .ok_or_else(refund_not_found)
 }
 
@@ -375,14 +376,8 @@ fn check_against_order(
 
 /// The attempt that was paid: the refund goes to its channel, for its channel order.
 async fn paid_attempt(app: &AppState, order: &OrderRecord) -> Result<String, ApiError> {
-    let attempts = app
-        .store
-        .attempts(&order.transaction_id)
-        .await
-        .map_err(store_err)?;
-    attempts
-        .into_iter()
-        .find(|a| a.state == AttemptState::Paid)
+    crate::flow::order_paid_attempt(app, order)
+        .await?
         .map(|a| a.attempt_id)
         .ok_or_else(|| {
             tracing::error!(transaction_id = %order.transaction_id, "paid order without a paid attempt");
@@ -460,6 +455,132 @@ async fn again(
         return settle(app, merchant, &existing).await;
     }
     Ok(existing)
+}
+
+// ---- duplicate payments ----
+
+/// Records that `attempt` was paid although the order was paid by another attempt, with the
+/// refund that gives this payment back whole ([`paygate_store::Store::record_duplicate_payment`]).
+/// `None` when the attempt moved meanwhile (the caller re-reads it).
+pub async fn record_duplicate(
+    app: &AppState,
+    order: &OrderRecord,
+    attempt: &AttemptRecord,
+    tx: &paygate_wxpay::models::payments::Transaction,
+    source: &str,
+) -> Result<Option<RefundRecord>, ApiError> {
+    let t = now();
+    // The channel order's total, which a refund there names and may not exceed; else the
+    // order's (every attempt asks for the order's total).
+    let amount_fen = tx
+        .amount
+        .as_ref()
+        .map(|a| a.total)
+        .filter(|&fen| fen > 0)
+        .unwrap_or(order.total_fen);
+    let mut change = paygate_store::AttemptChange::to(
+        &attempt.attempt_id,
+        &[
+            AttemptState::Created,
+            AttemptState::Prepaid,
+            AttemptState::Unknown,
+            AttemptState::Closed,
+            AttemptState::Failed,
+        ],
+        AttemptState::Paid,
+        t,
+    );
+    change.channel_transaction_id = tx.transaction_id.clone();
+    let refund = RefundRecord {
+        refund_id: paygate_core::ids::refund_id(t),
+        mchid: order.mchid.clone(),
+        out_refund_no: paygate_store::duplicate_out_refund_no(&attempt.attempt_id),
+        transaction_id: order.transaction_id.clone(),
+        out_trade_no: order.out_trade_no.clone(),
+        attempt_id: attempt.attempt_id.clone(),
+        channel_id: attempt.channel_id.clone(),
+        state: RefundState::Created,
+        amount_fen,
+        total_fen: amount_fen,
+        currency: order.currency.clone(),
+        reason: Some("重复支付退款".into()),
+        notify_url: order.notify_url.clone(),
+        fingerprint: format!("{}:{amount_fen}", attempt.attempt_id),
+        request_json: "{}".into(),
+        channel_refund_id: None,
+        user_received_account: None,
+        funds_account: None,
+        error_code: None,
+        error_message: None,
+        created_at: t,
+        updated_at: t,
+        success_time: None,
+        last_polled_at: None,
+        version: 0,
+        kind: RefundKind::Duplicate,
+    };
+    let repair = RepairRecord {
+        id: paygate_core::ids::row_id(),
+        transaction_id: order.transaction_id.clone(),
+        source: source.to_string(),
+        way: "duplicate_payment_refunded".into(),
+        before_state: order.state,
+        after_state: order.state,
+        detail: format!(
+            "channel attempt {} was paid ({amount_fen} fen) after the order was paid by another attempt: refund {} gives it back",
+            attempt.attempt_id, refund.refund_id
+        ),
+        at: t,
+    };
+    let d = DuplicatePayment {
+        attempt: change,
+        refund,
+        repair,
+    };
+    if !app
+        .store
+        .record_duplicate_payment(&d)
+        .await
+        .map_err(store_err)?
+    {
+        return Ok(None);
+    }
+    app.metrics.observe_duplicate_payment();
+    tracing::error!(
+        transaction_id = %order.transaction_id,
+        attempt_id = %attempt.attempt_id,
+        refund_id = %d.refund.refund_id,
+        amount_fen,
+        source,
+        "duplicate payment: a second attempt was paid; refunding it to the payer"
+    );
+    Ok(Some(d.refund))
+}
+
+/// Sends a duplicate payment's refund to the channel now. A failure is left to the refund
+/// poller, which re-sends a CREATED refund (the channel's out_refund_no keeps it one refund).
+pub async fn give_back_duplicate(app: &AppState, refund: RefundRecord) {
+    let refund_id = refund.refund_id.clone();
+    let sent = async {
+        let merchant = app
+            .store
+            .get_merchant(&refund.mchid)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::SystemError, "merchant is gone"))?;
+        send_new(app, &merchant, refund).await
+    }
+    .await;
+    match sent {
+        Ok(r) => tracing::info!(
+            refund_id,
+            state = r.state.as_str(),
+            "duplicate payment's refund sent"
+        ),
+        Err(e) => {
+            tracing::warn!(refund_id, error = %e.message, "duplicate payment's refund not sent yet: the poller retries")
+        }
+    }
 }
 
 // ---- the channel ----
@@ -691,9 +812,19 @@ fn change_to(
     if change.user_received_account.is_some() {
         after.user_received_account = change.user_received_account.clone();
     }
+    // A duplicate payment's refund is paygate's own: the merchant is never told of it.
     change.notification = merchant_status(next)
         .event_type()
+        .filter(|_| refund.kind == RefundKind::Merchant)
         .map(|event_type| notification(&after, event_type, t));
+    if refund.kind == RefundKind::Duplicate && next == RefundState::Closed {
+        tracing::error!(
+            refund_id = %refund.refund_id,
+            attempt_id = %refund.attempt_id,
+            amount_fen = refund.amount_fen,
+            "the channel refused to refund a duplicate payment: the money stays owed to the payer (refunds payable) for an operator"
+        );
+    }
     change
 }
 

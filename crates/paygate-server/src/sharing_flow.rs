@@ -20,10 +20,10 @@ use paygate_core::money::{Currency, Money};
 use paygate_core::timefmt::rfc3339_beijing;
 use paygate_ledger::{Posting, recipes};
 use paygate_store::{
-    AttemptState, CreateShare, CreateShareReturn, MerchantRecord, NotificationRecord,
-    NotificationState, OrderRecord, OrderState, ReturnState, ShareChange, ShareKind, ShareLimits,
-    ShareLine, ShareOrderRecord, ShareReceiverRecord, ShareReturnChange, ShareReturnRecord,
-    ShareState, StoreError,
+    CreateShare, CreateShareReturn, MerchantRecord, NotificationRecord, NotificationState,
+    OrderRecord, OrderState, ReturnState, ShareChange, ShareKind, ShareLimits, ShareLine,
+    ShareOrderRecord, ShareReceiverRecord, ShareReturnChange, ShareReturnRecord, ShareState,
+    StoreError,
 };
 use paygate_wxpay::models::profitsharing::{
     AddReceiverRequest, DetailResult, OrderState as WireOrderState, OrdersEntity,
@@ -213,14 +213,8 @@ async fn paid_attempt(
     app: &AppState,
     order: &OrderRecord,
 ) -> Result<(String, String, String), ApiError> {
-    let attempts = app
-        .store
-        .attempts(&order.transaction_id)
-        .await
-        .map_err(store_err)?;
-    attempts
-        .into_iter()
-        .find(|a| a.state == AttemptState::Paid)
+    crate::flow::order_paid_attempt(app, order)
+        .await?
         .and_then(|a| Some((a.attempt_id, a.channel_id, a.channel_transaction_id?)))
         .ok_or_else(|| {
             tracing::error!(transaction_id = %order.transaction_id, "paid order without a paid attempt");

@@ -850,3 +850,143 @@ async fn an_unverified_refund_callback_is_not_trusted_and_the_channel_is_asked()
         gw.finish().await;
     }
 }
+
+#[tokio::test]
+async fn a_second_attempt_the_payer_paid_too_is_refunded_to_the_payer_whole() {
+    use paygate_ledger::chart::TransferCode;
+    use paygate_server::flow::{self, Applied};
+    use paygate_store::{AttemptChange, AttemptState, RefundKind};
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        let no = out_no("DUP");
+        gw.prepay(&no, 300, &rx.url, None).await;
+        let order = gw
+            .store()
+            .get_order(gw.mchid(), &no)
+            .await
+            .unwrap()
+            .unwrap();
+        let tid = order.transaction_id.clone();
+        let first = gw.store().attempts(&tid).await.unwrap().remove(0);
+        // As if the first attempt's close had been answered while the channel kept it open:
+        // paygate believes it closed, and the merchant's retry makes a second attempt.
+        let closed = AttemptChange::to(
+            &first.attempt_id,
+            &[AttemptState::Prepaid],
+            AttemptState::Closed,
+            time::OffsetDateTime::now_utc(),
+        );
+        assert!(gw.store().update_attempt(&closed).await.unwrap());
+        gw.prepay(&no, 300, &rx.url, None).await;
+        let attempts = gw.store().attempts(&tid).await.unwrap();
+        assert_eq!(attempts.len(), 2);
+        let second = attempts[1].clone();
+        // The payer pays the second attempt (the order is paid), then the first one too.
+        gw.pay(&no).await;
+        gw.wait_state(&no, "SUCCESS").await;
+        let state = &gw.gw.state;
+        let merchant = state.store.get_merchant(gw.mchid()).await.unwrap().unwrap();
+        state
+            .channel(&first.channel_id)
+            .unwrap()
+            .sandbox_pay(
+                &first.attempt_id,
+                &flow::sub_at(state, &merchant, &first.channel_id).unwrap(),
+                true,
+                None,
+            )
+            .await
+            .unwrap();
+
+        // The channel's callback brings the first attempt's payment: it is refunded whole, at
+        // the channel, and the channel's refund callback settles it.
+        let dup = eventually(|| async {
+            let refunds = gw.store().refunds_of(&tid).await.unwrap();
+            refunds
+                .into_iter()
+                .find(|r| r.kind == RefundKind::Duplicate && r.state == RefundState::Success)
+        })
+        .await;
+        assert_eq!(dup.attempt_id, first.attempt_id);
+        assert_eq!((dup.amount_fen, dup.total_fen), (300, 300));
+        assert!(dup.channel_refund_id.is_some());
+        let attempts = gw.store().attempts(&tid).await.unwrap();
+        assert_eq!(attempts[0].state, AttemptState::Paid);
+        assert!(attempts[0].channel_transaction_id.is_some());
+        assert_eq!(attempts[1].state, AttemptState::Paid);
+        let repairs = gw.store().repairs(&tid).await.unwrap();
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(repairs[0].way, "duplicate_payment_refunded");
+        // The ledger: in with the payment, out with its refund; the merchant's money untouched.
+        let legs = gw
+            .store()
+            .ledger_transfers_by_reference(&dup.refund_id)
+            .await
+            .unwrap();
+        let codes: Vec<u16> = legs.iter().map(|l| l.record.transfer.code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                TransferCode::DuplicatePayment.code(),
+                TransferCode::DuplicateRefunded.code()
+            ]
+        );
+
+        // The merchant's order is as one payment left it: SUCCESS, nothing refunded, one
+        // notification, and no refund of theirs to see.
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "SUCCESS");
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
+        let notes = gw.store().notifications_of(&tid).await.unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].event_type, "TRANSACTION.SUCCESS");
+        let (status, _) = api_error(gw.query_refund(&dup.out_refund_no).await);
+        assert!(status == 400 || status == 404, "{status}");
+
+        // The same payment reported again (a repeated callback, the poller) changes nothing.
+        let tx: paygate_wxpay::models::payments::Transaction = serde_json::from_value(json!({
+            "out_trade_no": first.attempt_id, "transaction_id": attempts[0].channel_transaction_id,
+            "trade_state": "SUCCESS", "trade_state_desc": "支付成功",
+            "amount": {"total": 300, "currency": "CNY"}
+        }))
+        .unwrap();
+        assert_eq!(
+            flow::apply_channel_transaction(state, &first.attempt_id, &tx, "callback")
+                .await
+                .unwrap(),
+            Applied::AlreadyFinal
+        );
+        assert_eq!(gw.store().refunds_of(&tid).await.unwrap().len(), 1);
+
+        // The merchant can still refund its whole order, on the attempt that paid it.
+        let r = gw
+            .refund(&gw.refund_body(("out_trade_no", &no), "rf-all", 300, 300))
+            .await
+            .unwrap();
+        assert_eq!(r.amount.refund, 300);
+        let mine = gw
+            .store()
+            .get_refund(gw.mchid(), "rf-all")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mine.attempt_id, second.attempt_id);
+        gw.wait_refund("rf-all", RefundStatus::Success).await;
+
+        let (code, body) = {
+            let resp = gw
+                .http
+                .get(format!("{}metrics", gw.gw.base_url))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        };
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("paygate_duplicate_payments_total 1"),
+            "{body}"
+        );
+        gw.finish().await;
+    }
+}
