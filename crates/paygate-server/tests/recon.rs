@@ -703,3 +703,97 @@ async fn a_held_item_never_matched_becomes_a_discrepancy_after_the_holding_perio
         gw.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_payment_paygate_never_heard_of_is_found_and_refunded() {
+    use paygate_store::{AttemptChange, AttemptState, RefundKind, RefundState};
+    for pg in backends() {
+        // Only the reconciliation may find the duplicate payment, not the poller.
+        let gw = start(pg.as_deref(), |c| {
+            c.workers.poll_interval_ms = 3_600_000_000
+        })
+        .await;
+        let state = &gw.gw.state;
+        let no = out_no("dup");
+        prepay(&gw, &no, 600).await;
+        let tid = state
+            .store
+            .get_order(gw.mchid(), &no)
+            .await
+            .unwrap()
+            .unwrap()
+            .transaction_id;
+        let first = state.store.attempts(&tid).await.unwrap().remove(0);
+        // paygate believes the first attempt closed; the channel still has it open. The
+        // merchant's retry makes a second attempt, which the payer pays.
+        let closed = AttemptChange::to(
+            &first.attempt_id,
+            &[AttemptState::Prepaid],
+            AttemptState::Closed,
+            time::OffsetDateTime::now_utc(),
+        );
+        assert!(state.store.update_attempt(&closed).await.unwrap());
+        prepay(&gw, &no, 600).await;
+        gw.pay(&no).await;
+        let t = gw.wait_state(&no, "SUCCESS").await;
+        // The payer pays the first attempt too, and its notification is lost.
+        sim_faults(&gw, json!({"notify": {"drop_rate_ppm": 1_000_000}})).await;
+        let merchant = state.store.get_merchant(gw.mchid()).await.unwrap().unwrap();
+        state
+            .channel(&first.channel_id)
+            .unwrap()
+            .sandbox_pay(
+                &first.attempt_id,
+                &paygate_server::flow::sub_at(state, &merchant, &first.channel_id).unwrap(),
+                true,
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(state.store.refunds_of(&tid).await.unwrap().is_empty());
+
+        // The bill has the first attempt paid; paygate has it closed: a status mismatch, which
+        // the run repairs by asking the channel, and the payment goes back to the payer.
+        let run = reconcile(&gw, &day_of(&t)).await;
+        assert_eq!(
+            counts(&run),
+            vec![("STATUS_MISMATCH".to_string(), 1)],
+            "{run}"
+        );
+        assert_eq!(run["auto_resolved"], 1, "{run}");
+        let attempts = state.store.attempts(&tid).await.unwrap();
+        assert_eq!(attempts[0].state, AttemptState::Paid);
+        let refunds = state.store.refunds_of(&tid).await.unwrap();
+        assert_eq!(refunds.len(), 1, "{refunds:?}");
+        assert_eq!(refunds[0].kind, RefundKind::Duplicate);
+        assert_eq!(refunds[0].attempt_id, first.attempt_id);
+        assert_eq!(refunds[0].amount_fen, 600);
+        let (_, auto) = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!(
+                    "recon/discrepancies?bill_date={}&state=AUTO_RESOLVED",
+                    day_of(&t)
+                ),
+            )
+            .await;
+        assert_eq!(auto["data"][0]["kind"], "PAYMENT", "{auto}");
+        assert!(
+            auto["data"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("DUPLICATE_PAYMENT_REFUNDED"),
+            "{auto}"
+        );
+        // The refund's own notification is lost too: the refund poller settles it.
+        let refund_id = refunds[0].refund_id.clone();
+        eventually(|| async {
+            paygate_server::refunds::poll_once(state).await.unwrap();
+            let r = state.store.get_refund_by_id(&refund_id).await.unwrap();
+            r.filter(|r| r.state == RefundState::Success)
+        })
+        .await;
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "SUCCESS");
+        gw.finish().await;
+    }
+}
