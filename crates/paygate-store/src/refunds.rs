@@ -356,7 +356,17 @@ mod tests {
             );
         }
         assert_eq!(RefundState::parse("REFUND"), None);
-        assert_eq!(REFUND_COLS.split(',').count(), 25);
+        assert_eq!(REFUND_COLS.split(',').count(), 26);
+        for k in [RefundKind::Merchant, RefundKind::Duplicate] {
+            assert_eq!(RefundKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(RefundKind::default(), RefundKind::Merchant);
+        assert!(
+            !duplicate_out_refund_no("4200000001202612010000000101")
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-|*@".contains(c)),
+            "outside the merchant's out_refund_no charset"
+        );
         assert!(!RefundState::Abnormal.may_become(RefundState::Processing));
         assert!(RefundState::Abnormal.may_become(RefundState::Success));
         assert!(!RefundState::Created.is_accepted() && !RefundState::Closed.is_accepted());

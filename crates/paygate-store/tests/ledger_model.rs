@@ -70,6 +70,8 @@ struct RefundM {
     fee: i64,
     from: AccountKind,
     open: bool,
+    /// paygate's refund of a duplicate payment (nothing reserved, the order untouched).
+    duplicate: bool,
 }
 
 /// The reference: TigerBeetle's counters kept by hand.
@@ -298,6 +300,81 @@ async fn refund(s: &dyn Store, m: &mut Model, rng: &mut Rng, n: usize, f: &mut F
         fee,
         from,
         open: true,
+        duplicate: false,
+    });
+    f.applied += 1;
+}
+
+/// A second attempt of a paid order paid at the channel: recorded with its DUPLICATE refund
+/// (clearing → refunds payable), once; a replay writes nothing.
+async fn second_payment(s: &dyn Store, m: &mut Model, rng: &mut Rng, n: usize, f: &mut Figures) {
+    let i = rng.below(m.orders.len() as u64) as usize;
+    let o = m.orders[i].clone();
+    let attempt_id = format!("{}-d{n}", o.tx);
+    let mut a = attempt(&attempt_id, &o.tx, 100 + n as i32);
+    a.created_at = t(15);
+    s.insert_attempt(&a).await.unwrap();
+    let mut paid = AttemptChange::to(
+        &attempt_id,
+        &[AttemptState::Created],
+        AttemptState::Paid,
+        t(16),
+    );
+    paid.channel_transaction_id = Some(format!("4200-{attempt_id}"));
+    let record = RefundRecord {
+        refund_id: format!("503000000000000000000{n:08}"),
+        mchid: MCHID.into(),
+        out_refund_no: duplicate_out_refund_no(&attempt_id),
+        transaction_id: o.tx.clone(),
+        out_trade_no: format!("out-{}", o.tx),
+        attempt_id: attempt_id.clone(),
+        channel_id: CHANNEL.into(),
+        state: RefundState::Created,
+        amount_fen: o.total,
+        total_fen: o.total,
+        currency: "CNY".into(),
+        reason: None,
+        notify_url: "https://e.com/r".into(),
+        fingerprint: String::new(),
+        request_json: "{}".into(),
+        channel_refund_id: None,
+        user_received_account: None,
+        funds_account: None,
+        error_code: None,
+        error_message: None,
+        created_at: t(16),
+        updated_at: t(16),
+        success_time: None,
+        last_polled_at: None,
+        version: 0,
+        kind: RefundKind::Duplicate,
+    };
+    let d = DuplicatePayment {
+        attempt: paid,
+        refund: record.clone(),
+        repair: repair(
+            &format!("rp-{n}"),
+            &o.tx,
+            OrderState::Success,
+            OrderState::Success,
+        ),
+    };
+    assert!(s.record_duplicate_payment(&d).await.unwrap());
+    assert!(!s.record_duplicate_payment(&d).await.unwrap());
+    f.replays += 1;
+    m.post(
+        id(AccountKind::ChannelClearing, CHANNEL),
+        id(AccountKind::RefundsPayable, PLATFORM_OWNER),
+        o.total,
+    );
+    m.refunds.push(RefundM {
+        record,
+        order: i,
+        merchant: 0,
+        fee: 0,
+        from: AccountKind::RefundsPayable,
+        open: true,
+        duplicate: true,
     });
     f.applied += 1;
 }
@@ -324,6 +401,19 @@ async fn resolve(s: &dyn Store, m: &mut Model, rng: &mut Rng, f: &mut Figures) {
     f.replays += 1;
     let payable = id(AccountKind::RefundsPayable, PLATFORM_OWNER);
     let fee_income = id(AccountKind::PlatformFeeIncome, PLATFORM_OWNER);
+    if r.duplicate {
+        // Paid back to the payer on SUCCESS; still owed to them on CLOSED.
+        if success {
+            m.post(
+                payable,
+                id(AccountKind::ChannelClearing, CHANNEL),
+                r.record.amount_fen,
+            );
+        }
+        m.refunds[k].open = false;
+        f.applied += 1;
+        return;
+    }
     m.resolve(id(r.from, MCHID), payable, r.merchant, success);
     m.resolve(fee_income, payable, r.fee, success);
     if success {
@@ -391,7 +481,7 @@ async fn run_model(db: Db, seed: u64, steps: usize) -> Figures {
                 f.applied += 1;
                 "pay"
             }
-            25..=29 => {
+            25..=27 => {
                 // A duplicate callback: the order CAS refuses, the posting replays as Exists.
                 let o = m.orders[rng.below(m.orders.len() as u64) as usize].clone();
                 assert!(!s.apply_order_change(&o.change).await.unwrap());
@@ -401,6 +491,10 @@ async fn run_model(db: Db, seed: u64, steps: usize) -> Figures {
                     .unwrap();
                 assert!(again.delta.created.is_empty());
                 f.replays += 2;
+                "duplicate callback"
+            }
+            28..=29 => {
+                second_payment(s.as_ref(), &mut m, &mut rng, step, &mut f).await;
                 "duplicate payment"
             }
             30..=49 => {
