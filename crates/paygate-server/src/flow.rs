@@ -1003,6 +1003,16 @@ pub async fn apply_channel_transaction(
     ))
 }
 
+/// Every state a channel's payment may find an attempt in: whatever paygate believed, the
+/// channel's SUCCESS is the truth (a close that raced the payment, a refusal that was not).
+pub(crate) const PAYABLE: [AttemptState; 5] = [
+    AttemptState::Created,
+    AttemptState::Prepaid,
+    AttemptState::Unknown,
+    AttemptState::Closed,
+    AttemptState::Failed,
+];
+
 /// The attempt that paid `order`: its PAID attempt, leaving out any duplicate payment (a
 /// second paid attempt, refunded whole by paygate and never the merchant's to refund or share).
 pub(crate) async fn order_paid_attempt(
@@ -1062,18 +1072,8 @@ fn paid_change(
     paid.bank_type = tx.bank_type.clone();
     paid.payer_openid = payer_openid.clone();
     let plaintext = serde_json::to_string(&crate::views::transaction(&paid)).unwrap_or_default();
-    let mut attempt_change = AttemptChange::to(
-        &attempt.attempt_id,
-        &[
-            AttemptState::Created,
-            AttemptState::Prepaid,
-            AttemptState::Unknown,
-            AttemptState::Closed,
-            AttemptState::Failed,
-        ],
-        AttemptState::Paid,
-        t,
-    );
+    let mut attempt_change =
+        AttemptChange::to(&attempt.attempt_id, &PAYABLE, AttemptState::Paid, t);
     attempt_change.channel_transaction_id = tx.transaction_id.clone();
     // Reconciliation's repairs are recorded too, whatever the state they fix (recon.rs).
     let by_recon = source == crate::recon::REPAIR_SOURCE;

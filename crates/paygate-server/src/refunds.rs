@@ -480,13 +480,7 @@ pub async fn record_duplicate(
         .unwrap_or(order.total_fen);
     let mut change = paygate_store::AttemptChange::to(
         &attempt.attempt_id,
-        &[
-            AttemptState::Created,
-            AttemptState::Prepaid,
-            AttemptState::Unknown,
-            AttemptState::Closed,
-            AttemptState::Failed,
-        ],
+        &crate::flow::PAYABLE,
         AttemptState::Paid,
         t,
     );
@@ -578,7 +572,7 @@ pub async fn give_back_duplicate(app: &AppState, refund: RefundRecord) {
             "duplicate payment's refund sent"
         ),
         Err(e) => {
-            tracing::warn!(refund_id, error = %e.message, "duplicate payment's refund not sent yet: the poller retries")
+            tracing::warn!(refund_id, error = %e.message, "duplicate payment's refund not settled by its first send (a CREATED one is the poller's)")
         }
     }
 }
@@ -720,6 +714,7 @@ async fn refused(
         .map_err(store_err)?
     {
         tracing::info!(refund_id = %refund.refund_id, code = ?e.code(), "refund refused by the channel: closed");
+        warn_if_still_owed(refund, RefundState::Closed);
         return Err(answer);
     }
     // Moved meanwhile (a poller elsewhere learnt the channel's answer): that answer stands.
@@ -780,6 +775,7 @@ pub async fn apply_channel_refund(
                 source,
                 "refund moved"
             );
+            warn_if_still_owed(&refund, next);
             if notifies {
                 app.outbox_wake.notify_one();
             }
@@ -817,15 +813,20 @@ fn change_to(
         .event_type()
         .filter(|_| refund.kind == RefundKind::Merchant)
         .map(|event_type| notification(&after, event_type, t));
-    if refund.kind == RefundKind::Duplicate && next == RefundState::Closed {
+    change
+}
+
+/// A duplicate payment's refund that ended CLOSED: the money stays owed to the payer (refunds
+/// payable), which only an operator can settle now.
+fn warn_if_still_owed(refund: &RefundRecord, state: RefundState) {
+    if refund.kind == RefundKind::Duplicate && state == RefundState::Closed {
         tracing::error!(
             refund_id = %refund.refund_id,
             attempt_id = %refund.attempt_id,
             amount_fen = refund.amount_fen,
-            "the channel refused to refund a duplicate payment: the money stays owed to the payer (refunds payable) for an operator"
+            "the channel closed the refund of a duplicate payment: the money stays owed to the payer (refunds payable) for an operator"
         );
     }
-    change
 }
 
 fn notification(refund: &RefundRecord, event_type: &str, t: OffsetDateTime) -> NotificationRecord {

@@ -333,6 +333,19 @@ impl<'a> RefundFacts<'a> {
         })
     }
 
+    pub(crate) fn recipe(&self, funds: RefundFunds) -> recipes::Refund<'_> {
+        recipes::Refund {
+            refund_id: self.refund_id,
+            mchid: self.mchid,
+            channel_id: self.channel_id,
+            amount: Money::new(self.amount_fen, self.currency),
+            fee_refund: Money::new(self.fee_refund_fen, self.currency),
+            funds,
+            // Held until the channel answers: an ABNORMAL refund may take days.
+            timeout_s: 0,
+        }
+    }
+
     fn duplicate(&self) -> recipes::DuplicatePayment<'_> {
         recipes::DuplicatePayment {
             mchid: self.mchid,
@@ -349,21 +362,6 @@ pub(crate) fn duplicate_posting(refund: &crate::RefundRecord) -> Result<Posting,
     let f = RefundFacts::of(refund, 0)?;
     recipes::duplicate_payment(&f.duplicate())
         .map_err(|e| StoreError::Database(format!("refund {}: {e}", f.refund_id)))
-}
-
-impl RefundFacts<'_> {
-    pub(crate) fn recipe(&self, funds: RefundFunds) -> recipes::Refund<'_> {
-        recipes::Refund {
-            refund_id: self.refund_id,
-            mchid: self.mchid,
-            channel_id: self.channel_id,
-            amount: Money::new(self.amount_fen, self.currency),
-            fee_refund: Money::new(self.fee_refund_fen, self.currency),
-            funds,
-            // Held until the channel answers: an ABNORMAL refund may take days.
-            timeout_s: 0,
-        }
-    }
 }
 
 /// The reservation candidates of a refund: the merchant's pending takings first, its

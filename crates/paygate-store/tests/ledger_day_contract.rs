@@ -12,10 +12,7 @@ use paygate_core::money::{Currency, Money};
 use paygate_ledger::chart::TransferCode;
 use paygate_ledger::recipes::{self, PaymentSuccess, Refund, RefundFunds};
 use paygate_store::ledger_day::LedgerDayRow;
-use paygate_store::{
-    AttemptChange, AttemptState, DuplicatePayment, OrderState, RefundChange, RefundKind,
-    RefundRecord, RefundState, Store, duplicate_out_refund_no,
-};
+use paygate_store::{AttemptChange, AttemptState, OrderState, RefundChange, RefundState, Store};
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -172,39 +169,7 @@ async fn a_duplicate_payment_and_its_refund_count_for_the_orders_merchant(db: Db
     let second = attempt("tx1-2", "tx1", 2);
     s.insert_attempt(&second).await.unwrap();
     let refund_id = "50300000000000000000000000201";
-    let refund = RefundRecord {
-        refund_id: refund_id.into(),
-        mchid: o.mchid.clone(),
-        out_refund_no: duplicate_out_refund_no("tx1-2"),
-        transaction_id: "tx1".into(),
-        out_trade_no: o.out_trade_no.clone(),
-        attempt_id: "tx1-2".into(),
-        channel_id: "ch1".into(),
-        state: RefundState::Created,
-        amount_fen: o.total_fen,
-        total_fen: o.total_fen,
-        currency: "CNY".into(),
-        reason: None,
-        notify_url: o.notify_url.clone(),
-        fingerprint: String::new(),
-        request_json: "{}".into(),
-        channel_refund_id: None,
-        user_received_account: None,
-        funds_account: None,
-        error_code: None,
-        error_message: None,
-        created_at: t(20),
-        updated_at: t(20),
-        success_time: None,
-        last_polled_at: None,
-        version: 0,
-        kind: RefundKind::Duplicate,
-    };
-    let d = DuplicatePayment {
-        attempt: AttemptChange::to("tx1-2", &[AttemptState::Created], AttemptState::Paid, t(20)),
-        refund,
-        repair: repair("rp1", "tx1", OrderState::Success, OrderState::Success),
-    };
+    let d = duplicate_payment(refund_id, "tx1", "tx1-2", "ch1", o.total_fen, 20);
     assert!(s.record_duplicate_payment(&d).await.unwrap());
     let success = RefundChange::to(refund_id, RefundState::Created, RefundState::Success, t(30));
     assert!(s.apply_refund_change(&success).await.unwrap());

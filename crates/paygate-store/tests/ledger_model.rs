@@ -314,51 +314,15 @@ async fn second_payment(s: &dyn Store, m: &mut Model, rng: &mut Rng, n: usize, f
     let mut a = attempt(&attempt_id, &o.tx, 100 + n as i32);
     a.created_at = t(15);
     s.insert_attempt(&a).await.unwrap();
-    let mut paid = AttemptChange::to(
+    let d = duplicate_payment(
+        &format!("503000000000000000000{n:08}"),
+        &o.tx,
         &attempt_id,
-        &[AttemptState::Created],
-        AttemptState::Paid,
-        t(16),
+        CHANNEL,
+        o.total,
+        16,
     );
-    paid.channel_transaction_id = Some(format!("4200-{attempt_id}"));
-    let record = RefundRecord {
-        refund_id: format!("503000000000000000000{n:08}"),
-        mchid: MCHID.into(),
-        out_refund_no: duplicate_out_refund_no(&attempt_id),
-        transaction_id: o.tx.clone(),
-        out_trade_no: format!("out-{}", o.tx),
-        attempt_id: attempt_id.clone(),
-        channel_id: CHANNEL.into(),
-        state: RefundState::Created,
-        amount_fen: o.total,
-        total_fen: o.total,
-        currency: "CNY".into(),
-        reason: None,
-        notify_url: "https://e.com/r".into(),
-        fingerprint: String::new(),
-        request_json: "{}".into(),
-        channel_refund_id: None,
-        user_received_account: None,
-        funds_account: None,
-        error_code: None,
-        error_message: None,
-        created_at: t(16),
-        updated_at: t(16),
-        success_time: None,
-        last_polled_at: None,
-        version: 0,
-        kind: RefundKind::Duplicate,
-    };
-    let d = DuplicatePayment {
-        attempt: paid,
-        refund: record.clone(),
-        repair: repair(
-            &format!("rp-{n}"),
-            &o.tx,
-            OrderState::Success,
-            OrderState::Success,
-        ),
-    };
+    let record = d.refund.clone();
     assert!(s.record_duplicate_payment(&d).await.unwrap());
     assert!(!s.record_duplicate_payment(&d).await.unwrap());
     f.replays += 1;

@@ -575,36 +575,7 @@ async fn second_attempt(s: &dyn Store, tx: &str) -> AttemptRecord {
 }
 
 fn duplicate(refund_id: &str, tx: &str, attempt_id: &str) -> DuplicatePayment {
-    let mut a = AttemptChange::to(
-        attempt_id,
-        &[
-            AttemptState::Created,
-            AttemptState::Prepaid,
-            AttemptState::Unknown,
-            AttemptState::Closed,
-            AttemptState::Failed,
-        ],
-        AttemptState::Paid,
-        t(40),
-    );
-    a.channel_transaction_id = Some(format!("4200{attempt_id}"));
-    let mut refund = refund(refund_id, tx, &duplicate_out_refund_no(attempt_id), 100);
-    refund.attempt_id = attempt_id.into();
-    refund.kind = RefundKind::Duplicate;
-    refund.created_at = t(40);
-    refund.updated_at = t(40);
-    let mut repair = repair(
-        &format!("rp-{refund_id}"),
-        tx,
-        OrderState::Success,
-        OrderState::Success,
-    );
-    repair.way = "duplicate_payment_refunded".into();
-    DuplicatePayment {
-        attempt: a,
-        refund,
-        repair,
-    }
+    duplicate_payment(refund_id, tx, attempt_id, "wx-main", 100, 40)
 }
 
 /// (debits_posted, credits_posted) of a ledger account.

@@ -285,6 +285,73 @@ pub fn repair(
     }
 }
 
+/// A duplicate payment of `amount_fen` on attempt `attempt_id` (already inserted) of paid order
+/// `tx` of 1900000109, on `channel_id`, at `at_ms`: the attempt to PAID from any open or closed
+/// state, its DUPLICATE refund (CREATED) and its repair record.
+pub fn duplicate_payment(
+    refund_id: &str,
+    tx: &str,
+    attempt_id: &str,
+    channel_id: &str,
+    amount_fen: i64,
+    at_ms: i64,
+) -> DuplicatePayment {
+    let mut paid = AttemptChange::to(
+        attempt_id,
+        &[
+            AttemptState::Created,
+            AttemptState::Prepaid,
+            AttemptState::Unknown,
+            AttemptState::Closed,
+            AttemptState::Failed,
+        ],
+        AttemptState::Paid,
+        t(at_ms),
+    );
+    paid.channel_transaction_id = Some(format!("4200{attempt_id}"));
+    let refund = RefundRecord {
+        refund_id: refund_id.into(),
+        mchid: "1900000109".into(),
+        out_refund_no: duplicate_out_refund_no(attempt_id),
+        transaction_id: tx.into(),
+        out_trade_no: format!("out-{tx}"),
+        attempt_id: attempt_id.into(),
+        channel_id: channel_id.into(),
+        state: RefundState::Created,
+        amount_fen,
+        total_fen: amount_fen,
+        currency: "CNY".into(),
+        reason: Some("重复支付退款".into()),
+        notify_url: "https://merchant.example/notify".into(),
+        fingerprint: format!("{attempt_id}:{amount_fen}"),
+        request_json: "{}".into(),
+        channel_refund_id: None,
+        user_received_account: None,
+        funds_account: None,
+        error_code: None,
+        error_message: None,
+        created_at: t(at_ms),
+        updated_at: t(at_ms),
+        success_time: None,
+        last_polled_at: None,
+        version: 0,
+        kind: RefundKind::Duplicate,
+    };
+    let mut repair = repair(
+        &format!("rp-{refund_id}"),
+        tx,
+        OrderState::Success,
+        OrderState::Success,
+    );
+    repair.way = "duplicate_payment_refunded".into();
+    repair.at = t(at_ms);
+    DuplicatePayment {
+        attempt: paid,
+        refund,
+        repair,
+    }
+}
+
 /// A bare change of the order's state.
 pub fn change(transaction_id: &str, expected: OrderState, new: OrderState) -> OrderChange {
     OrderChange {
