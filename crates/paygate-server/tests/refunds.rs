@@ -851,53 +851,82 @@ async fn an_unverified_refund_callback_is_not_trusted_and_the_channel_is_asked()
     }
 }
 
-#[tokio::test]
-async fn a_second_attempt_the_payer_paid_too_is_refunded_to_the_payer_whole() {
-    use paygate_ledger::chart::TransferCode;
-    use paygate_server::flow::{self, Applied};
-    use paygate_store::{AttemptChange, AttemptState, RefundKind};
-    for pg in backends() {
-        let gw = start(pg.as_deref(), |_| {}).await;
-        let rx = receiver().await;
-        let no = out_no("DUP");
-        gw.prepay(&no, 300, &rx.url, None).await;
-        let order = gw
+impl Gw {
+    /// An order of `total` paid on its SECOND attempt while its first stays open at the
+    /// channel (paygate believes it closed, as if its close had raced the payer): the
+    /// gateway's transaction id and both attempts.
+    async fn paid_on_a_second_attempt(
+        &self,
+        no: &str,
+        total: i64,
+        notify_url: &str,
+    ) -> (
+        String,
+        paygate_store::AttemptRecord,
+        paygate_store::AttemptRecord,
+    ) {
+        use paygate_store::{AttemptChange, AttemptState};
+        self.prepay(no, total, notify_url, None).await;
+        let tid = self
             .store()
-            .get_order(gw.mchid(), &no)
+            .get_order(self.mchid(), no)
             .await
             .unwrap()
-            .unwrap();
-        let tid = order.transaction_id.clone();
-        let first = gw.store().attempts(&tid).await.unwrap().remove(0);
-        // As if the first attempt's close had been answered while the channel kept it open:
-        // paygate believes it closed, and the merchant's retry makes a second attempt.
+            .unwrap()
+            .transaction_id;
+        let first = self.store().attempts(&tid).await.unwrap().remove(0);
         let closed = AttemptChange::to(
             &first.attempt_id,
             &[AttemptState::Prepaid],
             AttemptState::Closed,
             time::OffsetDateTime::now_utc(),
         );
-        assert!(gw.store().update_attempt(&closed).await.unwrap());
-        gw.prepay(&no, 300, &rx.url, None).await;
-        let attempts = gw.store().attempts(&tid).await.unwrap();
+        assert!(self.store().update_attempt(&closed).await.unwrap());
+        // The merchant's retry makes a second attempt, which the payer pays.
+        self.prepay(no, total, notify_url, None).await;
+        let attempts = self.store().attempts(&tid).await.unwrap();
         assert_eq!(attempts.len(), 2);
-        let second = attempts[1].clone();
-        // The payer pays the second attempt (the order is paid), then the first one too.
-        gw.pay(&no).await;
-        gw.wait_state(&no, "SUCCESS").await;
-        let state = &gw.gw.state;
-        let merchant = state.store.get_merchant(gw.mchid()).await.unwrap().unwrap();
+        self.pay(no).await;
+        self.wait_state(no, "SUCCESS").await;
+        (tid, first, attempts[1].clone())
+    }
+
+    /// The sandbox payer pays `attempt` at the channel, whatever paygate thinks of it.
+    async fn pay_at_channel(&self, attempt: &paygate_store::AttemptRecord) {
+        let state = &self.gw.state;
+        let merchant = state
+            .store
+            .get_merchant(self.mchid())
+            .await
+            .unwrap()
+            .unwrap();
         state
-            .channel(&first.channel_id)
+            .channel(&attempt.channel_id)
             .unwrap()
             .sandbox_pay(
-                &first.attempt_id,
-                &flow::sub_at(state, &merchant, &first.channel_id).unwrap(),
+                &attempt.attempt_id,
+                &paygate_server::flow::sub_at(state, &merchant, &attempt.channel_id).unwrap(),
                 true,
                 None,
             )
             .await
             .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_second_attempt_the_payer_paid_too_is_refunded_to_the_payer_whole() {
+    use paygate_ledger::chart::TransferCode;
+    use paygate_server::flow::{self, Applied};
+    use paygate_store::{AttemptState, RefundKind};
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let rx = receiver().await;
+        let no = out_no("DUP");
+        let (tid, first, second) = gw.paid_on_a_second_attempt(&no, 300, &rx.url).await;
+        // The payer pays the first attempt too.
+        gw.pay_at_channel(&first).await;
+        let state = &gw.gw.state;
 
         // The channel's callback brings the first attempt's payment: it is refunded whole, at
         // the channel, and the channel's refund callback settles it.
@@ -987,6 +1016,65 @@ async fn a_second_attempt_the_payer_paid_too_is_refunded_to_the_payer_whole() {
             body.contains("paygate_duplicate_payments_total 1"),
             "{body}"
         );
+        gw.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_payment_the_channel_will_not_refund_stays_owed_to_the_payer() {
+    use paygate_ledger::chart::{AccountKind, PLATFORM_OWNER, TransferCode};
+    use paygate_store::RefundKind;
+    for pg in backends() {
+        let gw = start(pg.as_deref(), |_| {}).await;
+        let no = out_no("DUPNO");
+        let (tid, first, _) = gw
+            .paid_on_a_second_attempt(&no, 250, "https://e.com/n")
+            .await;
+        gw.channel_faults(
+            json!({"errors": [{"code": "USER_ACCOUNT_ABNORMAL", "rate_ppm": 1_000_000}],
+                   "operations": ["refund"]}),
+        )
+        .await;
+        gw.pay_at_channel(&first).await;
+        let dup = eventually(|| async {
+            gw.store()
+                .refunds_of(&tid)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.kind == RefundKind::Duplicate && r.state == RefundState::Closed)
+        })
+        .await;
+        assert_eq!(dup.error_code.as_deref(), Some("USER_ACCOUNT_ABNORMAL"));
+        // Still the payer's: in the ledger as received and owed, never paid back, never the
+        // merchant's; the merchant's order and notifications as one payment left them.
+        let legs = gw
+            .store()
+            .ledger_transfers_by_reference(&dup.refund_id)
+            .await
+            .unwrap();
+        assert_eq!(legs.len(), 1);
+        assert_eq!(
+            legs[0].record.transfer.code,
+            TransferCode::DuplicatePayment.code()
+        );
+        let payable = gw
+            .store()
+            .ledger_account(paygate_ledger::chart::account_id(
+                AccountKind::RefundsPayable,
+                PLATFORM_OWNER,
+                paygate_core::money::Currency::CNY,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            payable.balances.credits_posted - payable.balances.debits_posted,
+            250
+        );
+        assert_eq!(gw.query(&no).await.trade_state.as_str(), "SUCCESS");
+        assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
+        assert_eq!(gw.store().notifications_of(&tid).await.unwrap().len(), 1);
         gw.finish().await;
     }
 }

@@ -52,6 +52,7 @@ contract!(
     a_duplicate_payments_refund_leaves_the_order_alone_and_pays_the_payer_back,
     a_duplicate_payment_that_cannot_be_recorded_whole_leaves_nothing,
     duplicate_and_merchant_refunds_keep_to_their_own_write_paths,
+    concurrent_reports_of_one_duplicate_payment_record_it_once,
 );
 
 /// A paid order `tx` (total 100 fen, attempt `tx-1` PAID).
@@ -781,4 +782,34 @@ async fn duplicate_and_merchant_refunds_keep_to_their_own_write_paths(db: Db) {
         AttemptState::Created
     );
     assert!(s.refunds_of("tx1").await.unwrap().is_empty());
+}
+
+async fn concurrent_reports_of_one_duplicate_payment_record_it_once(db: Db) {
+    use paygate_ledger::chart::{AccountKind, PLATFORM_OWNER};
+    let s = db.open().await;
+    paid_order(&*s, "tx1").await;
+    second_attempt(&*s, "tx1").await;
+    // A callback, a poller and a reconciliation repair on several nodes, each with a refund
+    // id of its own: one records the payment, the others find the attempt PAID.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let mut d = duplicate(&format!("5000010{i:02}"), "tx1", "tx1-2");
+                d.repair.id = format!("rp-race-{i}");
+                s.record_duplicate_payment(&d).await.unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(s.refunds_of("tx1").await.unwrap().len(), 1);
+    assert_eq!(s.repairs("tx1").await.unwrap().len(), 1);
+    assert_eq!(
+        posted(&*s, AccountKind::RefundsPayable, PLATFORM_OWNER).await,
+        (0, 100)
+    );
 }
