@@ -32,6 +32,7 @@ pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
             post(add_certificate),
         )
         .route("/admin/v1/orders/{transaction_id}", get(order))
+        .route("/admin/v1/refunds/duplicates", get(duplicate_refunds))
         .route("/admin/v1/notifications/{id}", get(notification))
         .route("/admin/v1/risk/decisions", get(risk_queue))
         .route("/admin/v1/risk/decisions/{mchid}/{reference}", get(risk_of))
@@ -418,6 +419,29 @@ async fn risk_queue(
         .map_err(internal)?;
     ok_json(&decisions)
 }
+
+/// Duplicate payments not given back yet: their refunds in flight, and those the channel
+/// closed, whose money stays owed to the payer (refunds payable) for an operator to settle.
+async fn duplicate_refunds(State(app): State<Arc<AppState>>) -> ApiResult {
+    let refunds = app
+        .store
+        .duplicate_refunds_open(DUPLICATES_LISTED_MAX)
+        .await
+        .map_err(internal)?;
+    let owed_fen: i64 = refunds
+        .iter()
+        .filter(|r| r.state == paygate_store::RefundState::Closed)
+        .map(|r| r.amount_fen)
+        .sum();
+    ok_json(&serde_json::json!({
+        "count": refunds.len(),
+        "closed_owed_fen": owed_fen,
+        "refunds": refunds,
+    }))
+}
+
+/// Duplicate refunds one admin listing shows at most (oldest first).
+const DUPLICATES_LISTED_MAX: u32 = 1000;
 
 /// Every kept decision about one order (by out_trade_no) of a merchant.
 async fn risk_of(

@@ -1016,6 +1016,9 @@ async fn a_second_attempt_the_payer_paid_too_is_refunded_to_the_payer_whole() {
             body.contains("paygate_duplicate_payments_total 1"),
             "{body}"
         );
+        // Given back: nothing is left on the operator's list.
+        let (_, open) = gw.admin(reqwest::Method::GET, "refunds/duplicates").await;
+        assert_eq!(open["count"], 0, "{open}");
         gw.finish().await;
     }
 }
@@ -1075,6 +1078,13 @@ async fn a_duplicate_payment_the_channel_will_not_refund_stays_owed_to_the_payer
         assert_eq!(gw.query(&no).await.trade_state.as_str(), "SUCCESS");
         assert_eq!(gw.store().refunded_fen(&tid).await.unwrap(), Some(0));
         assert_eq!(gw.store().notifications_of(&tid).await.unwrap().len(), 1);
+        // The operator's list of payments not given back shows it, with what is owed.
+        let (status, open) = gw.admin(reqwest::Method::GET, "refunds/duplicates").await;
+        assert_eq!(status, 200, "{open}");
+        assert_eq!(open["count"], 1, "{open}");
+        assert_eq!(open["closed_owed_fen"], 250, "{open}");
+        assert_eq!(open["refunds"][0]["refund_id"], dup.refund_id.as_str());
+        assert_eq!(open["refunds"][0]["kind"], "DUPLICATE");
         gw.finish().await;
     }
 }

@@ -239,6 +239,9 @@ pub trait Store:
     async fn get_refund_by_id(&self, refund_id: &str) -> Result<Option<RefundRecord>, StoreError>;
     /// Refunds of an order, oldest first.
     async fn refunds_of(&self, transaction_id: &str) -> Result<Vec<RefundRecord>, StoreError>;
+    /// Duplicate payments not given back yet (their DUPLICATE refund is not SUCCESS: in
+    /// flight, or CLOSED with the money still owed to the payer), oldest first, at most `limit`.
+    async fn duplicate_refunds_open(&self, limit: u32) -> Result<Vec<RefundRecord>, StoreError>;
     /// The order's `refunded_fen`; `None` if there is no such order.
     async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>, StoreError>;
     /// The one write path for a refund's state, all or nothing: the compare-and-set from

@@ -1495,6 +1495,10 @@ impl Store for PgStore {
         refunds::refunds_of(&self.pool, transaction_id).await
     }
 
+    async fn duplicate_refunds_open(&self, limit: u32) -> Result<Vec<crate::RefundRecord>> {
+        refunds::duplicate_refunds_open(&self.pool, limit).await
+    }
+
     async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>> {
         refunds::refunded_fen(&self.pool, transaction_id).await
     }

@@ -236,6 +236,11 @@ pub(crate) const REFUND_COLS: &str = "refund_id, mchid, out_refund_no, transacti
      channel_refund_id, user_received_account, funds_account, error_code, error_message, created_at, \
      updated_at, success_time, last_polled_at, version, kind";
 
+/// [`crate::Store::duplicate_refunds_open`]'s filter, spelled as `refunds_duplicate_open_idx`'s
+/// WHERE so both backends use the partial index; `?1` is the limit.
+pub(crate) const DUPLICATES_OPEN_SQL: &str = "WHERE kind = 'DUPLICATE' AND state <> 'SUCCESS'
+     ORDER BY created_at, refund_id LIMIT ?1";
+
 /// A refund row in [`REFUND_COLS`] order.
 pub(crate) fn refund(r: &impl Cols) -> Result<RefundRecord, StoreError> {
     let state = r.text(7)?;

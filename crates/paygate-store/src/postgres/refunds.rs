@@ -185,6 +185,18 @@ pub(super) async fn refunds_of(pool: &PgPool, transaction_id: &str) -> Result<Ve
     decode_all(&rows, decode)
 }
 
+pub(super) async fn duplicate_refunds_open(pool: &PgPool, limit: u32) -> Result<Vec<RefundRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {REFUND_COLS} FROM refunds {}",
+        refunds::DUPLICATES_OPEN_SQL.replace("?1", "$1")
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(pg_err)?;
+    decode_all(&rows, decode)
+}
+
 pub(super) async fn refunded_fen(pool: &PgPool, transaction_id: &str) -> Result<Option<i64>> {
     sqlx::query_scalar("SELECT refunded_fen FROM orders WHERE transaction_id = $1")
         .bind(transaction_id)

@@ -1087,6 +1087,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn duplicate_refunds_open(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::RefundRecord>, StoreError> {
+        self.threads
+            .read(move |c| ops::refunds::duplicate_refunds_open(c, limit))
+            .await
+    }
+
     async fn refunded_fen(&self, transaction_id: &str) -> Result<Option<i64>, StoreError> {
         let transaction_id = transaction_id.to_string();
         self.threads

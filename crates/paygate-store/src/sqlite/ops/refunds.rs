@@ -151,6 +151,21 @@ pub(in crate::sqlite) fn refunds_of(
     )
 }
 
+pub(in crate::sqlite) fn duplicate_refunds_open(
+    conn: &Connection,
+    limit: u32,
+) -> Result<Vec<RefundRecord>> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {REFUND_COLS} FROM refunds {}",
+            refunds::DUPLICATES_OPEN_SQL
+        ),
+        [i64::from(limit)],
+        |r| refunds::refund(r),
+    )
+}
+
 pub(in crate::sqlite) fn refunded_fen(
     conn: &Connection,
     transaction_id: &str,
